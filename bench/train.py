@@ -1,0 +1,273 @@
+"""The one training / evaluation loop used by every adapter.
+
+Defaults follow the official RefAtomNet recipe (ravar-spec §5.5–5.6): AdamW-style optimisation with
+weight decay 0.2 except biases and norms, lr 1e-4, warm-up-cosine schedule with 30 % warm-up,
+gradient-norm clipping at 1.0, loss = MSE(box) + 5 · BCE(actions). Evaluation covers the full split
+in one process, in split order, with no padding and no dropped samples. Model selection uses the
+validation split; test numbers come from the selected state.
+
+When a model's encoder is frozen (``RavarModel.frozen_encoder``), ``encode`` runs once per instance
+and the heads train on the cached features, which is what makes frozen-backbone baselines cheap.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data.batches import BatchLoader, Controls, FrameTransform
+from .data.prepared import PreparedSplit
+from .protocol import Batch, ModelOutput, Predictions, RavarModel
+
+Progress = Callable[[str, int, int], None]  # (phase, done, total)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and evaluation settings; every field can be set from a baseline file."""
+
+    epochs: int = 10
+    batch_size: int = 32
+    eval_batch_size: int = 128
+    lr: float = 1e-4
+    weight_decay: float = 0.2
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-6
+    warmup: float = 0.3  # fraction of all steps
+    schedule: str = "warmup_cosine"  # or "constant"
+    grad_clip: float = 1.0
+    cls_weight: float = 5.0
+    box_weight: float = 1.0
+    seed: int = 0
+    select_metric: str = "paper_v1.mAP"  # validation metric for model selection ("" = last epoch)
+    eval_every: int = 1
+    cache_features: bool = True
+    device: str = "cpu"
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], where: str = "") -> "TrainConfig":
+        known = {f.name: f for f in cls.__dataclass_fields__.values()}
+        prefix = f"{where}: " if where else ""
+        for key, value in values.items():
+            if key not in known:
+                raise ValueError(f"{prefix}unknown training option {key!r}; known: {', '.join(sorted(known))}")
+            default = getattr(cls(), key)
+            ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
+                  if isinstance(default, float) else
+                  isinstance(value, type(default)) or (isinstance(default, tuple) and isinstance(value, list)))
+            if not ok:
+                raise ValueError(f"{prefix}training option {key!r} must be {type(default).__name__}, got {value!r}")
+        vals = {k: (tuple(v) if isinstance(v, list) else v) for k, v in values.items()}
+        return cls(**vals)
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    history: list[dict[str, float]] = field(default_factory=list)
+    train_seconds: float = 0.0
+    steps: int = 0
+
+
+def set_seed(seed: int) -> None:
+    """Seed python, numpy and torch; CPU runs with the same seed give identical metrics."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def ravar_loss(out: ModelOutput, batch: Batch, cfg: TrainConfig) -> torch.Tensor:
+    """Official loss: box_weight · MSE(box) + cls_weight · BCE-with-logits(actions), both means."""
+    box = F.mse_loss(out.box, batch.gt_box)
+    cls = F.binary_cross_entropy_with_logits(out.scores, batch.labels)
+    return cfg.box_weight * box + cfg.cls_weight * cls
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW with no weight decay on biases and normalisation weights; frozen params skipped.
+
+    (The official BertAdam differs from AdamW only in skipping bias correction.)"""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
+    groups = [g for g in ({"params": decay, "weight_decay": cfg.weight_decay},
+                          {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
+    if not groups:  # nothing to train (e.g. the prior control): an optimizer over a dummy
+        return torch.optim.AdamW([torch.zeros(1, requires_grad=True)], lr=cfg.lr)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+
+
+def lr_multiplier(step: int, total: int, warmup: float, schedule: str = "warmup_cosine") -> float:
+    """BertAdam's warmup_cosine: linear warm-up over ``warmup``·total, then half-cosine to 0."""
+    if schedule == "constant" or total <= 0:
+        return 1.0
+    x = step / total
+    if x < warmup:
+        return x / warmup
+    return 0.5 * (1.0 + math.cos(math.pi * x))
+
+
+class FeatureCache:
+    """Encoder outputs of a frozen encoder for every instance of a split, in split order."""
+
+    def __init__(self, model: RavarModel, loader: BatchLoader, device: str) -> None:
+        chunks: dict[str, list[torch.Tensor]] = {}
+        model.eval()
+        with torch.no_grad():
+            for batch in loader:
+                for k, v in model.encode(batch.to(device)).items():
+                    chunks.setdefault(k, []).append(v.detach())
+        self.features = {k: torch.cat(v) for k, v in chunks.items()}
+
+    def lookup(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {k: v[index.to(v.device)] for k, v in self.features.items()}
+
+
+def _uses_cache(model: RavarModel, cfg: TrainConfig) -> bool:
+    return cfg.cache_features and model.frozen_encoder
+
+
+def _head_inputs(model: RavarModel) -> frozenset[str]:
+    return frozenset(getattr(model, "head_inputs", frozenset()))
+
+
+def predict(
+    model: RavarModel,
+    split: PreparedSplit,
+    cfg: TrainConfig,
+    controls: Controls = Controls(),
+    perturb: FrameTransform | None = None,
+    cache: FeatureCache | None = None,
+) -> Predictions:
+    """Scores and boxes for every instance of ``split``, in split order (no drop, no padding)."""
+    device = cfg.device
+    model.to(device).eval()
+    inputs = _head_inputs(model) if cache is not None else model.inputs
+    loader = BatchLoader(split, inputs, cfg.eval_batch_size, shuffle=False, seed=cfg.seed,
+                         controls=controls, perturb=perturb)
+    scores, boxes = [], []
+    with torch.no_grad():
+        for batch in loader:
+            batch = batch.to(device)
+            out = model.head(cache.lookup(batch.index), batch) if cache is not None else model(batch)
+            scores.append(out.scores.float().cpu())
+            boxes.append(out.box.float().cpu())
+    return Predictions(keys=list(split.keys), scores=torch.cat(scores).numpy(), boxes=torch.cat(boxes).numpy())
+
+
+def score_split(preds: Predictions, split: PreparedSplit) -> dict[str, dict[str, float]]:
+    """All metric profiles of ``preds`` against ``split``'s ground truth."""
+    from .metrics import score_all
+
+    return score_all(preds.scores, np.asarray(split.labels), preds.boxes, np.asarray(split.boxes))
+
+
+def _metric(metrics: dict[str, dict[str, float]], name: str) -> float:
+    profile, key = name.split(".", 1)
+    return float(metrics[profile][key])
+
+
+def fit(
+    model: RavarModel,
+    train: PreparedSplit,
+    val: PreparedSplit | None,
+    cfg: TrainConfig,
+    progress: Progress | None = None,
+) -> FitResult:
+    """Train ``model`` in place; on return it holds the state selected on ``val``."""
+    set_seed(cfg.seed)
+    device = cfg.device
+    model.to(device)
+    use_cache = _uses_cache(model, cfg)
+    train_cache = val_cache = None
+    if use_cache:
+        enc_loader = BatchLoader(train, model.inputs, cfg.eval_batch_size, seed=cfg.seed)
+        train_cache = FeatureCache(model, enc_loader, device)
+        if val is not None:
+            val_cache = FeatureCache(model, BatchLoader(val, model.inputs, cfg.eval_batch_size, seed=cfg.seed), device)
+    loader = BatchLoader(train, _head_inputs(model) if use_cache else model.inputs, cfg.batch_size,
+                         shuffle=True, seed=cfg.seed)
+    optimizer = build_optimizer(model, cfg)
+    epochs = cfg.epochs if any(p.requires_grad for p in model.parameters()) else 0  # nothing to train
+    total = max(1, epochs * len(loader))
+    base_lrs = [g["lr"] for g in optimizer.param_groups]
+    result, step, best = FitResult(best_epoch=max(epochs - 1, 0)), 0, -math.inf
+    best_state: dict[str, torch.Tensor] | None = None
+    start = time.perf_counter()
+    for epoch in range(epochs):
+        model.train()
+        losses = []
+        for batch in loader:
+            batch = batch.to(device)
+            mult = lr_multiplier(step, total, cfg.warmup, cfg.schedule)
+            for g, lr in zip(optimizer.param_groups, base_lrs):
+                g["lr"] = lr * mult
+            out = model.head(train_cache.lookup(batch.index), batch) if train_cache else model(batch)
+            loss = ravar_loss(out, batch, cfg)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite loss at epoch {epoch}, step {step}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
+            optimizer.step()
+            losses.append(float(loss.detach()))
+            step += 1
+            if progress:
+                progress("train", step, total)
+        record = {"epoch": float(epoch), "loss": float(np.mean(losses)) if losses else float("nan")}
+        last = epoch == epochs - 1
+        if val is not None and cfg.select_metric and ((epoch + 1) % cfg.eval_every == 0 or last):
+            metrics = score_split(predict(model, val, cfg, cache=val_cache), val)
+            value = _metric(metrics, cfg.select_metric)
+            record[f"val.{cfg.select_metric}"] = value
+            if value > best:
+                best, result.best_epoch = value, epoch
+                best_state = copy.deepcopy(model.state_dict())
+        result.history.append(record)
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    result.train_seconds = time.perf_counter() - start
+    result.steps = step
+    return result
+
+
+def evaluate(
+    model: RavarModel,
+    split: PreparedSplit,
+    cfg: TrainConfig,
+    controls: Controls = Controls(),
+    perturb: FrameTransform | None = None,
+) -> tuple[Predictions, dict[str, dict[str, float]]]:
+    """Predictions and metrics on a whole split (features re-encoded under the given controls)."""
+    cache = None
+    if _uses_cache(model, cfg):
+        loader = BatchLoader(split, model.inputs, cfg.eval_batch_size, seed=cfg.seed,
+                             controls=controls, perturb=perturb)
+        cache = FeatureCache(model, loader, cfg.device)
+    preds = predict(model, split, cfg, controls, perturb, cache)
+    return preds, score_split(preds, split)
+
+
+def save_checkpoint(model: nn.Module, path: str) -> None:
+    torch.save(model.state_dict(), path)
+
+
+def load_checkpoint(model: nn.Module, path: str) -> None:
+    """Load a state dict saved by :func:`save_checkpoint` (tensors only: ``weights_only=True``)."""
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+
+
+def config_dict(cfg: TrainConfig) -> dict[str, Any]:
+    return asdict(cfg)

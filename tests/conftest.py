@@ -1,0 +1,40 @@
+"""Shared fixtures: small random prepared splits that need no generator and no files."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ravar_bench.data.prepared import PreparedMeta, PreparedSplit
+
+
+def make_random_split(n_clips: int = 6, per_clip: int = 2, frames: int = 4, size: int = 32,
+                      k: int = 4, seed: int = 0, split: str = "train") -> PreparedSplit:
+    """A prepared split with random pixels and labels whose boxes/labels follow the candidates,
+    so a model that reads the candidates can learn something."""
+    rng = np.random.default_rng(seed)
+    n = n_clips * per_clip
+    keys = [f"vid{c // 2}___{902 + c}___{p}" for c in range(n_clips) for p in range(per_clip)]
+    x1 = rng.uniform(0, 0.5, (n_clips, k))
+    y1 = rng.uniform(0, 0.5, (n_clips, k))
+    cand = np.stack([x1, y1, x1 + 0.3, y1 + 0.4], -1).astype(np.float32)
+    clip_index = np.repeat(np.arange(n_clips), per_clip).astype(np.int32)
+    person = np.tile(np.arange(per_clip), n_clips)
+    labels = (rng.random((n, 80)) < 0.1).astype(np.uint8)
+    labels[:, 11] = 1  # everyone stands, as in AVA
+    labels[person == 0, 10] = 1
+    return PreparedSplit(
+        meta=PreparedMeta(source="random", split=split, fingerprint=f"random-{seed}",
+                          object_classes=["person", "chair"]),
+        keys=keys, texts=[f"the person number {p} on the {'left' if p == 0 else 'right'}" for p in person],
+        clip_index=clip_index, boxes=cand[clip_index, person],
+        labels=labels,
+        frames=rng.integers(0, 255, (n_clips, frames, size, size, 3), dtype=np.uint8),
+        key_frames=rng.integers(0, 255, (n_clips, size, size, 3), dtype=np.uint8),
+        cand_boxes=cand, cand_labels=np.zeros((n_clips, k), np.int16),
+        cand_scores=np.ones((n_clips, k), np.float32), cand_mask=np.ones((n_clips, k), bool),
+    )
+
+
+@pytest.fixture
+def random_splits():
+    return {s: make_random_split(seed=i, split=s) for i, s in enumerate(("train", "val", "test"))}
