@@ -70,10 +70,10 @@ class AdapterSpec:
                     f"{prefix}unknown parameter {key!r} for adapter {self.name!r}; "
                     f"known: {', '.join(sorted(known)) or '(none)'}")
             hint = hints.get(key)
-            if hint is not None and not _matches(value, hint):
+            if hint is not None and not matches_hint(value, hint):
                 raise AdapterError(
                     f"{prefix}parameter {key!r} of adapter {self.name!r} must be "
-                    f"{_describe(hint)}, got {value!r} ({type(value).__name__})")
+                    f"{describe_hint(hint)}, got {value!r} ({type(value).__name__})")
         missing = [n for n, p in known.items() if p.default is inspect.Parameter.empty and n not in params]
         if missing:
             raise AdapterError(f"{prefix}adapter {self.name!r} needs parameter(s) {', '.join(missing)}")
@@ -143,12 +143,12 @@ def list_adapters() -> list[AdapterSpec]:
 
 
 # ---------------------------------------------------------------------------- type checking
-def _matches(value: Any, hint: Any) -> bool:
+def matches_hint(value: Any, hint: Any) -> bool:
     origin = typing.get_origin(hint)
     if hint is Any:
         return True
     if origin in (typing.Union, types.UnionType):
-        return any(_matches(value, h) for h in typing.get_args(hint))
+        return any(matches_hint(value, h) for h in typing.get_args(hint))
     if origin is Literal:
         return value in typing.get_args(hint)
     if hint is type(None):
@@ -162,8 +162,8 @@ def _matches(value: Any, hint: Any) -> bool:
         if not isinstance(value, (list, tuple)):
             return False
         if origin is tuple and args and args[-1] is not Ellipsis:
-            return len(value) == len(args) and all(_matches(v, a) for v, a in zip(value, args))
-        return all(_matches(v, args[0]) for v in value) if args else True
+            return len(value) == len(args) and all(matches_hint(v, a) for v, a in zip(value, args))
+        return all(matches_hint(v, args[0]) for v in value) if args else True
     if origin is dict:
         return isinstance(value, dict)
     if isinstance(hint, type):
@@ -171,12 +171,12 @@ def _matches(value: Any, hint: Any) -> bool:
     return True
 
 
-def _describe(hint: Any) -> str:
+def describe_hint(hint: Any) -> str:
     origin = typing.get_origin(hint)
     if origin is Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
     if origin in (typing.Union, types.UnionType):
-        return " or ".join(_describe(h) for h in typing.get_args(hint))
+        return " or ".join(describe_hint(h) for h in typing.get_args(hint))
     if hint is type(None):
         return "None"
     return getattr(hint, "__name__", str(hint))

@@ -1,0 +1,20 @@
+"""The fusion zoo: one interface (base.py), many variants, built by name.
+
+    from ravar_bench.adapters.fusion import StreamTokens, build_fusion
+    fusion = build_fusion("v2", d=256, layers=2)          # id, name or alias
+    out = fusion({"video": StreamTokens(...), "text": ..., "loc": ...})
+    out.pooled                                            # (B, d) -> the RAVAR heads
+
+Variants: basic.py (V0 late sum / Addition, Concatenation, V1 concat + self-attention, V2 cross-
+attention, V2b co-attention, MBT attention bottleneck) and agent.py (V5, RefAtomNet's agent blocks
+with CAAF/CATF in ``as_released`` / ``corrected`` / ``rescale_only`` modes).
+"""
+from .base import (
+    BUILTIN_MODULES, STREAM_KINDS, Fusion, FusionError, FusionOutput, FusionSpec, StreamTokens,
+    build_fusion, fusion_spec, list_fusions, register_fusion,
+)
+
+__all__ = [
+    "BUILTIN_MODULES", "STREAM_KINDS", "Fusion", "FusionError", "FusionOutput", "FusionSpec",
+    "StreamTokens", "build_fusion", "fusion_spec", "list_fusions", "register_fusion",
+]
