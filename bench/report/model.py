@@ -1,0 +1,161 @@
+"""The report's table model: rows of seed-aggregated cells, independent of any output format.
+
+The store loader (:mod:`.collect`) fills it; the formatters (:mod:`.text`, :mod:`.html`) and the
+plots only read it. Keeping it plain data is what lets the formatters be tested without a store.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .columns import HEADLINE, PAPER_METRICS, STRICT_HEADLINE
+from .stats import Significance
+
+#: Row kinds, in the order tables show them: the suite's models, then the controls that frame
+#: them (blind baselines), then analytic references of the synthetic data.
+KINDS = ("entry", "control", "reference")
+
+
+@dataclass
+class Cell:
+    """One metric of one row on one split and condition, aggregated over seeds."""
+
+    mean: float
+    std: float | None = None  # over seeds (ddof=1); None with one seed
+    values: tuple[float, ...] = ()  # per seed
+    low: float | None = None  # 95 % CI of the seed mean
+    high: float | None = None
+    ci: str = "none"  # "bootstrap" (from predictions) | "pooled" (stored CIs) | "none"
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @classmethod
+    def of(cls, values: list[float], low: float | None = None, high: float | None = None,
+           ci: str = "none") -> "Cell":
+        vals = tuple(float(v) for v in values if v is not None and math.isfinite(float(v)))
+        mean = float(np.mean(vals)) if vals else float("nan")
+        std = float(np.std(vals, ddof=1)) if len(vals) > 1 else None
+        if low is not None and not math.isfinite(low):
+            low = high = None
+            ci = "none"
+        return cls(mean, std, vals, low, high, ci if low is not None else "none")
+
+
+@dataclass
+class PaperRef:
+    """The paper's numbers for a row (x100) and where they come from."""
+
+    values: dict[str, dict[str, float]]  # split -> {"mIoU", "mAP", "AUROC"}
+    verified: bool
+    source: str
+    origin: str  # the baseline file they were read from, or "record" (the copy stored in the job)
+    paper_row: str | None = None
+
+    @property
+    def tag(self) -> str:
+        return "paper" if self.verified else "paper (unverified)"
+
+    def value(self, split: str, key: str) -> float | None:
+        """Paper value of ``key`` ("paper_v1.mAP") on ``split``; None if the paper has none."""
+        profile, _, name = key.partition(".")
+        if profile != "paper_v1":
+            return None
+        v = (self.values.get(split) or {}).get(name)
+        return None if v is None else float(v)
+
+
+@dataclass
+class Row:
+    """One leaderboard row: a suite entry (all its seeds), a control, or a reference."""
+
+    id: str
+    label: str
+    kind: str = "entry"
+    baseline: str | None = None
+    title: str | None = None
+    domain: str | None = None
+    adapter: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    seeds: tuple[int, ...] = ()
+    job_ids: tuple[str, ...] = ()
+    cells: dict[tuple[str, str, str], Cell] = field(default_factory=dict)  # (split, condition, key)
+    efficiency: dict[str, Any] = field(default_factory=dict)  # params_m, gflops, latency_ms, device
+    paper: PaperRef | None = None
+    letters: str = ""
+    differs_from_best: bool | None = None
+    is_best: bool = False
+    note: str = ""
+
+    def cell(self, split: str, key: str, condition: str = "none") -> Cell | None:
+        return self.cells.get((split, condition, key))
+
+    def headline(self, split: str) -> float:
+        c = self.cell(split, HEADLINE)
+        return c.mean if c is not None else float("nan")
+
+    def paper_diff(self, split: str, key: str) -> float | None:
+        """Measured seed mean minus the paper's value (None without both)."""
+        if self.paper is None:
+            return None
+        ref, c = self.paper.value(split, key), self.cell(split, key)
+        if ref is None or c is None or not math.isfinite(c.mean):
+            return None
+        return c.mean - ref
+
+
+@dataclass
+class Leaderboard:
+    """Everything one report shows."""
+
+    title: str
+    suite: str | None
+    results_dir: str
+    rows: list[Row]
+    splits: tuple[str, ...] = ("val", "test")
+    paper_split: str = "test"
+    conditions: tuple[str, ...] = ("none",)
+    paper_metrics: tuple[str, ...] = PAPER_METRICS
+    strict_metrics: tuple[str, ...] = STRICT_HEADLINE
+    notes: list[str] = field(default_factory=list)  # warnings shown at the top
+    missing: list[dict[str, Any]] = field(default_factory=list)  # jobs without a record
+    significance: Significance | None = None
+    per_class: dict[str, Any] | None = None  # {"label": ..., "rows": per_class_ap_table rows}
+    sweep: dict[str, Any] | None = None  # {"param": name, "points": [(x, Cell, label)]}
+    data_specs: tuple[str, ...] = ()
+    generated: str = ""
+    versions: dict[str, str] = field(default_factory=dict)
+    n_resamples: int = 0
+
+    def of_kind(self, kind: str) -> list[Row]:
+        return [r for r in self.rows if r.kind == kind]
+
+    def ordered(self) -> list[Row]:
+        """Rows as tables show them: entries ranked by the headline metric on the paper split,
+        then controls, then references (each group ranked the same way)."""
+        def rank(r: Row) -> tuple[float, str]:
+            v = r.headline(self.paper_split)
+            return (-v if math.isfinite(v) else math.inf, r.label)
+
+        return [r for kind in KINDS for r in sorted(self.of_kind(kind), key=rank)]
+
+    def has_paper(self) -> bool:
+        return any(r.paper is not None for r in self.rows)
+
+    def extra_conditions(self) -> list[str]:
+        """Evaluation controls other than "none" that carry no perturbation (text_swap, ...)."""
+        return [c for c in self.conditions if c != "none" and "@" not in c]
+
+    def perturbations(self) -> dict[str, list[tuple[int, str]]]:
+        """Perturbation name -> [(severity, condition)] for conditions without a data control."""
+        out: dict[str, list[tuple[int, str]]] = {}
+        for c in self.conditions:
+            if "@" in c and "+" not in c:
+                name, _, sev = c.partition("@")
+                if sev.isdigit():
+                    out.setdefault(name, []).append((int(sev), c))
+        return {k: sorted(v) for k, v in out.items()}
