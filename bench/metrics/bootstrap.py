@@ -121,10 +121,23 @@ def _run(systems: list[_Prepared], n_resamples: int, n_clusters: int, seed
     return [system.replicate_values(mult) for system in systems]
 
 
-def _interval(values: np.ndarray, alpha: float) -> tuple[float, float]:
+def _interval(values: np.ndarray, alpha: float, point: float | None = None) -> tuple[float, float]:
+    """Percentile interval; with ``point``, the median-centred percentile interval.
+
+    AP is a ranking statistic, and a resample that repeats a cluster creates tied scores whose
+    tie blocks raise AP, so the bootstrap distribution of an absolute mAP sits *above* the point
+    estimate (by more than its spread for chance-level scores; harness-anchors §4.3). A plain
+    percentile interval can then miss the point, and a bias-corrected (BC) one degenerates when
+    every replicate lies above it. We keep the bootstrap *spread* and remove its median *shift*:
+    the interval is ``point + percentiles(replicates - median(replicates))``. The shift itself is
+    reported as ``bias`` by :func:`cluster_bootstrap_cis`. Paired differences (where the shift
+    cancels) use the plain percentile interval.
+    """
     finite = values[np.isfinite(values)]
     if finite.size == 0:
         return float("nan"), float("nan")
+    if point is not None and np.isfinite(point):
+        finite = finite - np.median(finite) + point
     low, high = np.percentile(finite, [100 * alpha / 2, 100 * (1 - alpha / 2)])
     return float(low), float(high)
 
@@ -160,11 +173,12 @@ def cluster_bootstrap_cis(scores, labels, pred_boxes, gt_boxes, clusters,
     reps = _run([system], int(n_resamples), k, seed)[0]
     out = {}
     for name, values in reps.items():
-        low, high = _interval(values, alpha)
+        low, high = _interval(values, alpha, system.point[name])
         finite = values[np.isfinite(values)]
         out[name] = {"point": system.point[name], "low": low, "high": high,
                      "n_resamples": int(n_resamples), "n_clusters": k,
                      "n_valid": int(finite.size),
+                     "bias": float(np.median(finite) - system.point[name]) if finite.size else float("nan"),
                      "std": float(finite.std(ddof=1)) if finite.size > 1 else float("nan"),
                      "alpha": float(alpha), "metric": name}
     return out
@@ -174,11 +188,11 @@ def cluster_bootstrap_ci(scores, labels, pred_boxes, gt_boxes, clusters,
                          metric: str = "paper_v1.mAP", n_resamples: int = 1000,
                          alpha: float = 0.05, seed: int | None = 0, *, iou_gate: bool = False
                          ) -> dict[str, Any]:
-    """Percentile CI of ``metric`` ("profile.key", e.g. "strict_v1.mAP_macro") by resampling
+    """Median-centred percentile CI of ``metric`` ("profile.key", e.g. "strict_v1.mAP_macro") by resampling
     ``clusters`` (one id per sample, e.g. the video id) with replacement.
 
     Returns ``dict(point, low, high, n_resamples, n_clusters)`` plus ``n_valid`` (replicates where
-    the metric is defined), ``std``, ``alpha`` and ``metric``. ``point`` is the profile value on
+    the metric is defined), ``bias`` (median replicate minus point), ``std``, ``alpha`` and ``metric``. ``point`` is the profile value on
     the data as given. ``iou_gate`` applies the official test.py gate before scoring.
     """
     return cluster_bootstrap_cis(scores, labels, pred_boxes, gt_boxes, clusters, (metric,),
