@@ -391,7 +391,7 @@ def _row(e: Entry, by_job, truth: TruthCache, lb: Leaderboard, n_res: int,
                 cell = row.cells.get((split, "none", k))
                 if cell is None:
                     continue
-                low, high = percentile_interval(reps, opt.alpha)
+                low, high = percentile_interval(reps, opt.alpha, float(np.mean(cell.values)))
                 row.cells[(split, "none", k)] = Cell.of(list(cell.values), low, high, "bootstrap")
                 if split == lb.paper_split and k == HEADLINE:
                     headline_reps = reps

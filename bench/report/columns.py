@@ -67,9 +67,11 @@ EFFICIENCY: tuple[tuple[str, str, str], ...] = (
                                          "warm-up, on the device named in the record"),
 )
 
-CI_NOTE = ("95 % CI = two-level percentile bootstrap: video clusters are resampled (the same "
-           "resamples for every row), and training seeds are resampled within each replicate; with "
-           "one seed this is the cluster bootstrap of ravar_bench.metrics.bootstrap")
+CI_NOTE = ("95 % CI = two-level percentile bootstrap, median-centred on the seed mean (resampling "
+           "a cluster twice creates score ties that shift AP upwards; the shift is removed, the "
+           "spread kept): video clusters are resampled (the same resamples for every row), and "
+           "training seeds are resampled within each replicate; with one seed this is the cluster "
+           "bootstrap of ravar_bench.metrics.bootstrap")
 POOLED_CI_NOTE = ("CI marked ≈: pooled from the stored per-job CIs (used for evaluation conditions "
                   "other than none, and wherever the ground truth is not available): normal "
                   "approximation with SE = the seeds' mean bootstrap SE combined with the "

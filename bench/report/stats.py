@@ -34,14 +34,13 @@ def seed_mean_replicates(per_seed: np.ndarray, rng: np.random.Generator) -> np.n
     return per_seed[pick, np.arange(r)[:, None]].mean(axis=1)
 
 
-def percentile_interval(values: np.ndarray, alpha: float = 0.05) -> tuple[float, float]:
-    """Percentile interval over the finite replicates (nan, nan when there are none)."""
-    finite = np.asarray(values, dtype=np.float64)
-    finite = finite[np.isfinite(finite)]
-    if finite.size == 0:
-        return float("nan"), float("nan")
-    low, high = np.percentile(finite, [100 * alpha / 2, 100 * (1 - alpha / 2)])
-    return float(low), float(high)
+def percentile_interval(values: np.ndarray, alpha: float = 0.05,
+                        point: float | None = None) -> tuple[float, float]:
+    """Percentile interval over the finite replicates (nan, nan when there are none); with
+    ``point``, median-centred on it, as ``ravar_bench.metrics.bootstrap`` does for absolute CIs."""
+    from ..metrics.bootstrap import _interval
+
+    return _interval(np.asarray(values, dtype=np.float64), alpha, point)
 
 
 def bootstrap_p_value(diffs: np.ndarray) -> float:
