@@ -49,8 +49,8 @@ from torch import nn
 from ..protocol import Batch, DatasetInfo, ModelOutput, Predictions, RavarModel
 from .common import ActionBoxHeads, box_features, build_text_encoder, masked_mean, roi_pool
 from .registry import register_adapter
-from .vqa import CLIP_MEAN, CLIP_STD, hf_from_pretrained
-from .weights import WeightsUnavailable
+from .vqa import CLIP_MEAN, CLIP_STD
+from .weights import WeightsUnavailable, load_hf_pretrained
 
 HUB_ID = "google/owlv2-base-patch16-ensemble"
 
@@ -117,8 +117,8 @@ def build_detector(adapter: str, size: str, weights: str | None) -> tuple[nn.Mod
                              model.config.text_config.max_position_embeddings)
     elif size == "base":
         spec = weights or HUB_ID
-        hf_tok = hf_from_pretrained(AutoTokenizer.from_pretrained, spec, adapter)
-        model = hf_from_pretrained(Owlv2ForObjectDetection.from_pretrained, spec, adapter)
+        hf_tok = load_hf_pretrained(AutoTokenizer, spec, adapter)
+        model = load_hf_pretrained(Owlv2ForObjectDetection, spec, adapter)
         tok = QueryTokenizer(lambda t: hf_tok(t, add_special_tokens=False).input_ids, hf_tok.bos_token_id,
                              hf_tok.eos_token_id, model.config.text_config.max_position_embeddings)
     else:

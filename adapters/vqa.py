@@ -36,11 +36,8 @@ tokenizer is a real one that ships offline: the BERT WordPiece tokenizer of all-
 from __future__ import annotations
 
 import functools
-import os
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -51,7 +48,7 @@ from ..classes import AVA_ACTIONS
 from ..protocol import Batch, DatasetInfo, ModelOutput, RavarModel
 from .common import ActionBoxHeads
 from .registry import register_adapter
-from .weights import WeightsUnavailable, hub_unavailable_message, is_local, offline
+from .weights import WeightsUnavailable, load_hf_pretrained
 
 HUB_ID = "llava-hf/LLaVA-NeXT-Video-7B-hf"
 VIDEO_PLACEHOLDER = "<video>"
@@ -67,36 +64,6 @@ LengthNorm = Literal["mean", "sum"]
 
 
 # ------------------------------------------------------------------------- weights loading
-def hf_cache_hint() -> str:
-    """Where the Hugging Face cache lives *now* (read from the environment at call time)."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return os.environ["HF_HUB_CACHE"]
-    home = os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface")
-    return os.path.join(home, "hub")
-
-
-def hf_from_pretrained(loader: Callable[..., Any], spec: str, adapter: str, **kwargs: Any) -> Any:
-    """``loader(spec, local_files_only=offline(), **kwargs)`` with one-sentence failures.
-
-    ``spec`` is a hub id or a local folder. transformers reports a missing cache or network as an
-    ``OSError`` with a long text; this turns it into :class:`WeightsUnavailable` naming the weights.
-    """
-    local = is_local(spec)
-    if local and not Path(spec).expanduser().is_dir():
-        raise WeightsUnavailable(f"{adapter}: weights folder {spec} does not exist (parameter 'weights')")
-    try:
-        return loader(str(Path(spec).expanduser()) if local else spec, local_files_only=offline(), **kwargs)
-    except OSError as exc:
-        if local:
-            raise WeightsUnavailable(f"{adapter}: could not load weights from folder {spec}: {exc}") from exc
-        if offline():
-            raise WeightsUnavailable(hub_unavailable_message(adapter, spec, hf_cache_hint())) from exc
-        raise WeightsUnavailable(
-            f"{adapter}: could not load {spec!r} from the hub ({exc.__class__.__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}); download it into {hf_cache_hint()} "
-            f"or pass weights=<local folder>") from exc
-
-
 def torch_dtype(name: str) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
@@ -194,8 +161,8 @@ def build_video_lm(adapter: str, size: str, weights: str | None, dtype: str) -> 
         bos = tokenizer.cls_token_id
     elif size == "base":
         spec = weights or HUB_ID
-        tokenizer = hf_from_pretrained(AutoTokenizer.from_pretrained, spec, adapter)
-        model = hf_from_pretrained(LlavaNextVideoForConditionalGeneration.from_pretrained, spec, adapter,
+        tokenizer = load_hf_pretrained(AutoTokenizer, spec, adapter)
+        model = load_hf_pretrained(LlavaNextVideoForConditionalGeneration, spec, adapter,
                                    dtype=torch_dtype(dtype))
         bos = tokenizer.bos_token_id
     else:
@@ -451,4 +418,4 @@ class VQAFinetune(RavarModel):
 
 
 __all__ = ["VQAZeroShot", "VQAFinetune", "VideoLM", "build_video_lm", "score_answers",
-           "score_answers_reference", "answer_text", "CLASS_ANSWERS", "hf_from_pretrained", "HUB_ID"]
+           "score_answers_reference", "answer_text", "CLASS_ANSWERS", "HUB_ID"]

@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .weights import WeightsUnavailable, hub_unavailable_message, is_local, offline
+from .weights import (WeightsUnavailable, hf_cache_dir, hub_file_cached, hub_unavailable_message, is_local,
+                      load_hf_pretrained, offline)
 
 Size = Literal["tiny", "base"]
 ClipBackbone = Literal["ViT-B-32", "ViT-B-16"]
@@ -46,42 +47,6 @@ XCLIP_DEFAULT = "microsoft/xclip-base-patch16"  # Kinetics-400, 8 frames, ViT-B/
 BLIP2_DEFAULT = "Salesforce/blip2-itm-vit-g"
 CLIP_DEFAULT_TAG = "openai"
 _CHUNK = 256  # images per forward when no gradient is needed (bounds activation memory)
-
-
-# ------------------------------------------------------------------------------ weights
-def hf_cache_dir() -> Path:
-    """The Hugging Face hub cache, read from the environment at call time (not import time)."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
-    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
-    return Path(home).expanduser() / "hub"
-
-
-def hub_file_cached(repo_id: str, filename: str, cache_dir: Path) -> bool:
-    from huggingface_hub import try_to_load_from_cache
-
-    return isinstance(try_to_load_from_cache(repo_id, filename, cache_dir=str(cache_dir)), str)
-
-
-def load_hf_pretrained(cls: Any, spec: str, adapter: str, **kwargs: Any) -> Any:
-    """``cls.from_pretrained`` for a hub id or local folder, failing fast and clearly offline."""
-    if is_local(spec):
-        path = Path(spec).expanduser()
-        if not (path / "config.json").is_file():
-            raise WeightsUnavailable(
-                f"{adapter}: weights folder {path} has no config.json (expected a transformers "
-                f"save_pretrained folder)")
-        return cls.from_pretrained(str(path), local_files_only=True, **kwargs)
-    cache = hf_cache_dir()
-    if offline() and not hub_file_cached(spec, "config.json", cache):
-        raise WeightsUnavailable(hub_unavailable_message(adapter, spec, str(cache)))
-    try:
-        return cls.from_pretrained(spec, cache_dir=str(cache), local_files_only=offline(), **kwargs)
-    except OSError as exc:  # missing files / no network: one sentence instead of a traceback
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-        raise WeightsUnavailable(
-            f"{adapter}: could not load pretrained weights {spec!r} ({first}); download them into "
-            f"{cache} or pass weights=<local folder>") from exc
 
 
 def hf_preprocess_stats(spec: str, default: tuple[tuple[float, ...], tuple[float, ...]]

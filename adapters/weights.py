@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 
 class WeightsUnavailable(RuntimeError):
@@ -70,3 +71,41 @@ def hub_unavailable_message(adapter: str, hub_id: str, cache_hint: str) -> str:
     return (f"{adapter}: pretrained weights {hub_id!r} are not in the local cache and the network is "
             f"off; download them on a connected machine (e.g. `huggingface-cli download {hub_id}`) "
             f"into {cache_hint}, or pass weights=<local folder> to the adapter")
+
+
+# ---------------------------------------------------------------------- Hugging Face hub
+def hf_cache_dir() -> Path:
+    """The Hugging Face hub cache, read from the environment at call time (not import time)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
+    return Path(home).expanduser() / "hub"
+
+
+def hub_file_cached(repo_id: str, filename: str, cache_dir: Path) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(repo_id, filename, cache_dir=str(cache_dir)), str)
+
+
+def load_hf_pretrained(cls: Any, spec: str, adapter: str, **kwargs: Any) -> Any:
+    """``cls.from_pretrained`` for a hub id or local folder, failing fast and clearly offline."""
+    if is_local(spec):
+        path = Path(spec).expanduser()
+        if not path.is_dir():
+            raise WeightsUnavailable(f"{adapter}: weights folder {path} does not exist (parameter 'weights')")
+        if not (path / "config.json").is_file():
+            raise WeightsUnavailable(
+                f"{adapter}: weights folder {path} has no config.json (expected a transformers "
+                f"save_pretrained folder)")
+        return cls.from_pretrained(str(path), local_files_only=True, **kwargs)
+    cache = hf_cache_dir()
+    if offline() and not hub_file_cached(spec, "config.json", cache):
+        raise WeightsUnavailable(hub_unavailable_message(adapter, spec, str(cache)))
+    try:
+        return cls.from_pretrained(spec, cache_dir=str(cache), local_files_only=offline(), **kwargs)
+    except OSError as exc:  # missing files / no network: one sentence instead of a traceback
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise WeightsUnavailable(
+            f"{adapter}: could not load pretrained weights {spec!r} ({first}); download them into "
+            f"{cache} or pass weights=<local folder>") from exc
