@@ -10,6 +10,7 @@ import zlib
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..protocol import DatasetInfo
@@ -211,6 +212,25 @@ def box_features(boxes: torch.Tensor) -> torch.Tensor:
     return torch.stack([x1, y1, x2, y2, (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1], -1)
 
 
+def fixed_candidates(boxes: torch.Tensor, labels: torch.Tensor, scores: torch.Tensor, mask: torch.Tensor,
+                     k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Candidates padded or cut to exactly ``k`` per instance, best-scoring first.
+
+    Splits are padded to their own maximum number of candidates, so an evaluation split can carry
+    more than the training split a model was sized for; the lowest-scoring extras are dropped.
+    """
+    n = boxes.shape[1]
+    if n < k:
+        pad = k - n
+        return (F.pad(boxes, (0, 0, 0, pad)), F.pad(labels, (0, pad)), F.pad(scores, (0, pad)),
+                F.pad(mask, (0, pad), value=False))
+    if n == k:
+        return boxes, labels, scores, mask
+    order = torch.where(mask, scores, torch.full_like(scores, -torch.inf)).argsort(1, descending=True)[:, :k]
+    take = lambda t: t.gather(1, order if t.ndim == 2 else order[..., None].expand(-1, -1, t.shape[-1]))  # noqa: E731
+    return take(boxes), take(labels), take(scores), take(mask)
+
+
 def roi_pool(grid: torch.Tensor, boxes: torch.Tensor, out: int = 2) -> torch.Tensor:
     """Pool a feature grid (B, C, H, W) inside normalised boxes (B, K, 4) -> (B, K, C).
 
@@ -229,5 +249,5 @@ def roi_pool(grid: torch.Tensor, boxes: torch.Tensor, out: int = 2) -> torch.Ten
 __all__ = [
     "ActionBoxHeads", "masked_mean", "HashTokenizer", "TextEncoder", "TinyTextEncoder",
     "MiniLMTextEncoder", "build_text_encoder", "minilm_available", "TinyVideoEncoder",
-    "sinusoidal", "box_features", "roi_pool",
+    "sinusoidal", "box_features", "roi_pool", "fixed_candidates",
 ]

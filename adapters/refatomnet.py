@@ -28,7 +28,8 @@ import torch
 from torch import nn
 
 from ..protocol import Batch, DatasetInfo, ModelOutput, RavarModel
-from .common import ActionBoxHeads, TextEncoder, TinyVideoEncoder, build_text_encoder, masked_mean
+from .common import (ActionBoxHeads, TextEncoder, TinyVideoEncoder, build_text_encoder, fixed_candidates,
+                     masked_mean)
 from .fusion import Fusion, StreamTokens, build_fusion, fusion_spec
 from .fusion.agent import Mode
 from .fusion.base import zero_padded
@@ -179,10 +180,11 @@ class RavarStreams(nn.Module):
     def _loc_tokens(self, batch: Batch) -> StreamTokens:
         if batch.cand_boxes is None:
             raise AdapterError("the location stream needs batch candidates (inputs must include 'candidates')")
-        boxes, labels = batch.cand_boxes.float(), batch.cand_labels.long()
+        boxes, labels, _, cand_mask = fixed_candidates(batch.cand_boxes.float(), batch.cand_labels.long(),
+                                                       batch.cand_scores, batch.cand_mask.bool(), self.n_loc)
         emb = self.class_table(labels) if self.class_table is not None else self.class_names[labels]
         tokens = self.loc_proj(torch.cat([boxes, emb.to(boxes.dtype)], -1))
-        valid = batch.cand_mask.bool() & (labels == 0)
+        valid = cand_mask & (labels == 0)
         # as released: rows whose class is not "person" are multiplied by 0 after the projection
         return StreamTokens(zero_padded(tokens, valid), valid, pos=boxes, kind="loc")
 

@@ -31,6 +31,7 @@ DOMAINS = ("AAL", "VTR", "VQA", "VOS", "ours", "fusion", "control", "external")
 #: In-tree modules, imported lazily on the first lookup so ``ravar-bench --help`` stays fast.
 BUILTIN_MODULES = (
     "ravar_bench.adapters.controls",
+    "ravar_bench.adapters.reference",
     "ravar_bench.adapters.aal",
     "ravar_bench.adapters.vtr",
     "ravar_bench.adapters.vqa",

@@ -39,6 +39,7 @@ STREAM_KINDS = ("video", "text", "loc")
 BUILTIN_MODULES = (
     "ravar_bench.adapters.fusion.basic",
     "ravar_bench.adapters.fusion.agent",
+    "ravar_bench.adapters.fusion.zoo_agent", "ravar_bench.adapters.fusion.reduce", "ravar_bench.adapters.fusion.linear",
 )
 
 
