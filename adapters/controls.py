@@ -53,6 +53,9 @@ class TextOnly(RavarModel):
         scores, box = self.heads(features["sentence"])
         return ModelOutput(scores, box)
 
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        return list(self.text.parameters())
+
 
 @register_adapter("video_only", domain="control")
 class VideoOnly(RavarModel):

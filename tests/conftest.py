@@ -38,3 +38,14 @@ def make_random_split(n_clips: int = 6, per_clip: int = 2, frames: int = 4, size
 @pytest.fixture
 def random_splits():
     return {s: make_random_split(seed=i, split=s) for i, s in enumerate(("train", "val", "test"))}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """Tiny models are faster on one thread, and CI has two cores for everything."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
