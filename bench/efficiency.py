@@ -48,12 +48,25 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
     return sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad)
 
 
+def flop_counter() -> Any:
+    """A ``FlopCounterMode`` that also counts CPU scaled-dot-product attention.
+
+    torch has no formula for the CPU flash-attention kernel, so SDPA on CPU would count 0; we map
+    it to torch's own SDPA formula (the one it uses for the CUDA kernels).
+    """
+    from torch.utils import flop_counter as fc
+
+    def cpu_flash(query, key, value, *args, out_shape=None, **kwargs) -> int:  # noqa: ANN001
+        return fc.sdpa_flop_count(query, key, value)
+
+    op = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    return fc.FlopCounterMode(display=False, custom_mapping={op: cpu_flash} if op is not None else {})
+
+
 def count_flops(model: RavarModel, batch: Batch) -> tuple[float | str, str]:
     """FLOPs of one forward pass over ``batch`` (total, not per sample), and a note."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     try:
-        counter = FlopCounterMode(display=False)
+        counter = flop_counter()
         with torch.no_grad(), counter:
             model(batch)
         total = counter.get_total_flops()
@@ -64,7 +77,7 @@ def count_flops(model: RavarModel, batch: Batch) -> tuple[float | str, str]:
     return float(total), "FlopCounterMode: matmul, conv and attention only"
 
 
-class _TensorMemoryPeak(TorchDispatchMode):
+class TensorMemoryPeak(TorchDispatchMode):
     """Track the bytes of tensor storages created inside the mode and their peak.
 
     Why not peak RSS (VmHWM after ``clear_refs``): after the warm-up, glibc keeps freed activation
@@ -96,7 +109,7 @@ class _TensorMemoryPeak(TorchDispatchMode):
 
 
 def _cpu_peak(model: RavarModel, batch: Batch) -> tuple[float | None, str]:
-    tracker = _TensorMemoryPeak()
+    tracker = TensorMemoryPeak()
     try:
         with torch.no_grad(), tracker:
             model(batch)

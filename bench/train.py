@@ -24,9 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import distributed
 from .data.batches import BatchLoader, Controls, FrameTransform
 from .data.prepared import PreparedSplit
 from .protocol import Batch, ModelOutput, Predictions, RavarModel
+from .store import fault_point
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
 
@@ -55,19 +57,53 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], where: str = "") -> "TrainConfig":
+        """Build from a TOML/JSON table; unknown keys, wrong types and bad values name the key."""
         known = {f.name: f for f in cls.__dataclass_fields__.values()}
         prefix = f"{where}: " if where else ""
+        defaults = cls()
         for key, value in values.items():
             if key not in known:
                 raise ValueError(f"{prefix}unknown training option {key!r}; known: {', '.join(sorted(known))}")
-            default = getattr(cls(), key)
-            ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
-                  if isinstance(default, float) else
-                  isinstance(value, type(default)) or (isinstance(default, tuple) and isinstance(value, list)))
+            default = getattr(defaults, key)
+            if isinstance(default, bool):
+                ok = isinstance(value, bool)
+            elif isinstance(default, float):
+                ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            elif isinstance(default, int):
+                ok = isinstance(value, int) and not isinstance(value, bool)
+            elif isinstance(default, tuple):
+                ok = (isinstance(value, (list, tuple)) and len(value) == len(default)
+                      and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value))
+            else:
+                ok = isinstance(value, type(default))
             if not ok:
-                raise ValueError(f"{prefix}training option {key!r} must be {type(default).__name__}, got {value!r}")
-        vals = {k: (tuple(v) if isinstance(v, list) else v) for k, v in values.items()}
-        return cls(**vals)
+                raise ValueError(f"{prefix}training option {key!r} must be {type(default).__name__}"
+                                 f"{f' of length {len(default)}' if isinstance(default, tuple) else ''}, got {value!r}")
+        vals = {k: (tuple(float(x) for x in v) if isinstance(v, (list, tuple)) else v) for k, v in values.items()}
+        cfg = cls(**vals)
+        problems = []
+        if cfg.epochs < 0:
+            problems.append(("epochs", "must be >= 0"))
+        if cfg.batch_size < 1:
+            problems.append(("batch_size", "must be >= 1"))
+        if cfg.eval_batch_size < 1:
+            problems.append(("eval_batch_size", "must be >= 1"))
+        if cfg.lr <= 0:
+            problems.append(("lr", "must be > 0"))
+        if not 0 <= cfg.warmup < 1:
+            problems.append(("warmup", "must be in [0, 1)"))
+        if cfg.schedule not in SCHEDULES:
+            problems.append(("schedule", f"must be one of {', '.join(SCHEDULES)}"))
+        if cfg.eval_every < 1:
+            problems.append(("eval_every", "must be >= 1"))
+        if cfg.select_metric and cfg.select_metric.count(".") != 1:
+            problems.append(("select_metric", "must look like profile.metric (e.g. paper_v1.mAP) or be empty"))
+        for key, msg in problems:
+            raise ValueError(f"{prefix}training option {key!r} {msg}, got {getattr(cfg, key)!r}")
+        return cfg
+
+
+SCHEDULES = ("warmup_cosine", "constant")
 
 
 @dataclass
@@ -119,16 +155,28 @@ def lr_multiplier(step: int, total: int, warmup: float, schedule: str = "warmup_
 
 
 class FeatureCache:
-    """Encoder outputs of a frozen encoder for every instance of a split, in split order."""
+    """Encoder outputs of a frozen encoder for every instance of a split, in split order.
+
+    Under torchrun each rank encodes its own block of rows and the blocks are gathered, so the
+    encoder runs once per instance in total and every rank ends up with the whole table."""
 
     def __init__(self, model: RavarModel, loader: BatchLoader, device: str) -> None:
+        n = len(loader.split)
+        rows = distributed.shard_rows(n)
         chunks: dict[str, list[torch.Tensor]] = {}
         model.eval()
         with torch.no_grad():
-            for batch in loader:
+            for start in range(0, len(rows), loader.batch_size):
+                batch = loader.make_batch(rows[start:start + loader.batch_size])
                 for k, v in model.encode(batch.to(device)).items():
                     chunks.setdefault(k, []).append(v.detach())
-        self.features = {k: torch.cat(v) for k, v in chunks.items()}
+        features = {k: torch.cat(v) for k, v in chunks.items()}
+        if len(rows) == 0 and n > 0:  # this rank's shard is empty: learn the shapes from one row
+            with torch.no_grad():
+                probe = model.encode(loader.make_batch(np.arange(1)).to(device))
+            features = {k: v[:0] for k, v in probe.items()}
+        # sorted: every rank must run the same collectives in the same order
+        self.features = {k: distributed.gather_rows(v, rows, n) for k, v in sorted(features.items())}
 
     def lookup(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
         return {k: v[index.to(v.device)] for k, v in self.features.items()}
@@ -150,20 +198,26 @@ def predict(
     perturb: FrameTransform | None = None,
     cache: FeatureCache | None = None,
 ) -> Predictions:
-    """Scores and boxes for every instance of ``split``, in split order (no drop, no padding)."""
-    device = cfg.device
+    """Scores and boxes for every instance of ``split``, in split order (no drop, no padding).
+
+    Under torchrun each rank predicts a disjoint block and every rank gets the gathered whole."""
+    device = distributed.resolve_device(cfg.device)
     model.to(device).eval()
     inputs = _head_inputs(model) if cache is not None else model.inputs
     loader = BatchLoader(split, inputs, cfg.eval_batch_size, shuffle=False, seed=cfg.seed,
                          controls=controls, perturb=perturb)
-    scores, boxes = [], []
+    n = len(split)
+    rows = distributed.shard_rows(n)
+    scores, boxes = [torch.zeros(0, 80)], [torch.zeros(0, 4)]
     with torch.no_grad():
-        for batch in loader:
-            batch = batch.to(device)
+        for start in range(0, len(rows), cfg.eval_batch_size):
+            batch = loader.make_batch(rows[start:start + cfg.eval_batch_size]).to(device)
             out = model.head(cache.lookup(batch.index), batch) if cache is not None else model(batch)
             scores.append(out.scores.float().cpu())
             boxes.append(out.box.float().cpu())
-    return Predictions(keys=list(split.keys), scores=torch.cat(scores).numpy(), boxes=torch.cat(boxes).numpy())
+    all_scores = distributed.gather_rows(torch.cat(scores), rows, n)
+    all_boxes = distributed.gather_rows(torch.cat(boxes), rows, n)
+    return Predictions(keys=list(split.keys), scores=all_scores.numpy(), boxes=all_boxes.numpy())
 
 
 def score_split(preds: Predictions, split: PreparedSplit) -> dict[str, dict[str, float]]:
@@ -175,7 +229,25 @@ def score_split(preds: Predictions, split: PreparedSplit) -> dict[str, dict[str,
 
 def _metric(metrics: dict[str, dict[str, float]], name: str) -> float:
     profile, key = name.split(".", 1)
-    return float(metrics[profile][key])
+    try:
+        return float(metrics[profile][key])
+    except KeyError:
+        known = [f"{p}.{k}" for p, vals in metrics.items() for k in vals]
+        raise ValueError(f"training option 'select_metric': unknown metric {name!r}; known: "
+                         f"{', '.join(known)}") from None
+
+
+class _Step(nn.Module):
+    """One forward of the trained part, shaped for DistributedDataParallel (tensors out)."""
+
+    def __init__(self, model: RavarModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: Batch, features: dict[str, torch.Tensor] | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.model.head(features, batch) if features is not None else self.model(batch)
+        return out.scores, out.box
 
 
 def fit(
@@ -187,7 +259,8 @@ def fit(
 ) -> FitResult:
     """Train ``model`` in place; on return it holds the state selected on ``val``."""
     set_seed(cfg.seed)
-    device = cfg.device
+    device = distributed.resolve_device(cfg.device)
+    dist = distributed.current()
     model.to(device)
     use_cache = _uses_cache(model, cfg)
     train_cache = val_cache = None
@@ -199,7 +272,15 @@ def fit(
     loader = BatchLoader(train, _head_inputs(model) if use_cache else model.inputs, cfg.batch_size,
                          shuffle=True, seed=cfg.seed)
     optimizer = build_optimizer(model, cfg)
-    epochs = cfg.epochs if any(p.requires_grad for p in model.parameters()) else 0  # nothing to train
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    epochs = cfg.epochs if trainable else 0  # nothing to train
+    step_fn: nn.Module = _Step(model)
+    if dist.distributed and epochs:
+        from torch.nn.parallel import DistributedDataParallel
+
+        step_fn = DistributedDataParallel(
+            step_fn, device_ids=[torch.device(device).index] if device.startswith("cuda") else None,
+            find_unused_parameters=True)
     total = max(1, epochs * len(loader))
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     result, step, best = FitResult(best_epoch=max(epochs - 1, 0)), 0, -math.inf
@@ -208,19 +289,24 @@ def fit(
     for epoch in range(epochs):
         model.train()
         losses = []
-        for batch in loader:
-            batch = batch.to(device)
+        loader.epoch = epoch
+        order = loader.order()
+        for first in range(0, len(order), cfg.batch_size):
+            rows, weight = distributed.train_rows(order[first:first + cfg.batch_size])
+            batch = loader.make_batch(rows).to(device)
             mult = lr_multiplier(step, total, cfg.warmup, cfg.schedule)
             for g, lr in zip(optimizer.param_groups, base_lrs):
                 g["lr"] = lr * mult
-            out = model.head(train_cache.lookup(batch.index), batch) if train_cache else model(batch)
-            loss = ravar_loss(out, batch, cfg)
+            if step == 0:
+                fault_point("mid_train")
+            scores, box = step_fn(batch, train_cache.lookup(batch.index) if train_cache else None)
+            loss = ravar_loss(ModelOutput(scores, box), batch, cfg)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite loss at epoch {epoch}, step {step}")
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * weight if weight != 1.0 else loss).backward()
             if cfg.grad_clip > 0:
-                nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
+                nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
             optimizer.step()
             losses.append(float(loss.detach()))
             step += 1
@@ -255,7 +341,7 @@ def evaluate(
     if _uses_cache(model, cfg):
         loader = BatchLoader(split, model.inputs, cfg.eval_batch_size, seed=cfg.seed,
                              controls=controls, perturb=perturb)
-        cache = FeatureCache(model, loader, cfg.device)
+        cache = FeatureCache(model, loader, distributed.resolve_device(cfg.device))
     preds = predict(model, split, cfg, controls, perturb, cache)
     return preds, score_split(preds, split)
 

@@ -160,26 +160,19 @@ def peak_memory(run: Runner, device: torch.device) -> float:
         run()
         sync(device)
         return (torch.cuda.max_memory_allocated(device) - base) / 2**20
-    from ravar_bench.efficiency import _TensorMemoryPeak  # the harness's CPU tensor-peak counter
+    from ravar_bench.efficiency import TensorMemoryPeak  # the harness's CPU tensor-peak counter
 
-    tracker = _TensorMemoryPeak()
+    tracker = TensorMemoryPeak()
     with tracker:
         run()
     return tracker.peak / 2**20
 
 
 def flop_counter_macs(run: Runner, batch: int) -> float | str:
-    from torch.utils import flop_counter as fc
+    from ravar_bench.efficiency import flop_counter  # counts CPU flash attention too
 
-    def cpu_flash(query, key, value, *args, out_shape=None, **kwargs) -> int:
-        return fc.sdpa_flop_count(query, key, value)
-
-    mapping = {}
-    op = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
-    if op is not None:
-        mapping[op] = cpu_flash
     try:
-        counter = fc.FlopCounterMode(display=False, custom_mapping=mapping)
+        counter = flop_counter()
         inference = Runner(run.fusion, run.streams, run.label, False, run.amp, run.device)
         with counter:
             inference()

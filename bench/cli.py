@@ -1,0 +1,486 @@
+"""``ravar-bench``: the command line. Thin by design: parse, call the modules, print.
+
+Heavy libraries are imported inside the subcommands, so ``ravar-bench --help`` is instant. Errors
+of ours (bad files, keys, data, options) print one line naming the file/key and exit with status 2
+(1 for ``data check`` problems and failed jobs); ``--debug`` shows the traceback instead.
+See docs/cli.md for every command with examples.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+class CLIError(Exception):
+    """A user-facing error raised by the CLI itself (message printed as is)."""
+
+
+def _say(*args: Any) -> None:
+    """Print on the main process only (torchrun starts one CLI per rank)."""
+    if os.environ.get("RANK", "0") == "0":
+        print(*args, flush=True)
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    """Our error types (imported lazily; a module that is missing contributes nothing)."""
+    errors: list[type[BaseException]] = [CLIError, ValueError, FileNotFoundError, NotADirectoryError,
+                                         PermissionError]
+    for module, names in (
+        ("ravar_bench.baselines", ("BaselineError",)), ("ravar_bench.runner", ("RunError",)),
+        ("ravar_bench.store", ("StoreError",)), ("ravar_bench.adapters.registry", ("AdapterError",)),
+        ("ravar_bench.adapters.weights", ("WeightsUnavailable",)),
+        ("ravar_bench.data.prepared", ("PreparedDataError",)), ("ravar_bench.data.refava", ("RefAVAError",)),
+        ("ravar_bench.data.detect", ("DetectorUnavailableError",)),
+        ("ravar_bench.report.collect", ("ReportError",)),
+    ):
+        mod = sys.modules.get(module)
+        for name in names:
+            if mod is not None and hasattr(mod, name):
+                errors.append(getattr(mod, name))
+    return tuple(errors)
+
+
+# ======================================================================================= list
+def cmd_list(args: argparse.Namespace) -> int:
+    what = args.what or "all"
+    if what in ("adapters", "all"):
+        from .adapters.registry import list_adapters
+
+        specs = list_adapters()
+        _say(f"adapters ({len(specs)}):")
+        for spec in specs:
+            params = ", ".join(spec.parameters()) or "-"
+            _say(f"  {spec.name:<24} {spec.domain:<8} {spec.origin:<22} {spec.summary}")
+            if args.verbose:
+                _say(f"  {'':<24} params: {params}")
+    if what in ("baselines", "all"):
+        from .baselines import BaselineError, baselines_dir, list_baselines, load_baseline
+
+        names = list_baselines()
+        _say(f"baselines ({len(names)}) in {baselines_dir()}:")
+        for name in names:
+            try:
+                b = load_baseline(name)
+                paper = ""
+                if b.paper is not None:
+                    paper = "  paper mIoU/mAP/AUROC: " + ", ".join(
+                        f"{s} " + "/".join(f"{v[k]:.2f}" if k in v else "-" for k in ("mIoU", "mAP", "AUROC"))
+                        for s, v in (("val", b.paper.val), ("test", b.paper.test)) if v)
+                    paper += "" if b.paper.verified else " (unverified)"
+                _say(f"  {name:<30} {b.domain:<8} {b.adapter:<22} {b.title}{paper if args.verbose else ''}")
+            except (BaselineError, ValueError) as exc:
+                _say(f"  {name:<30} INVALID: {exc}")
+    if what in ("suites", "all"):
+        from .baselines import BaselineError, list_suites, load_suite
+
+        names = list_suites()
+        _say(f"suites ({len(names)}):")
+        for name in names:
+            try:
+                s = load_suite(name, skip_missing=True)
+                miss = f"; missing baseline files: {', '.join(s.missing)}" if s.missing else ""
+                _say(f"  {name:<14} {len(s.entries)} entries x {s.seeds} seeds, data {s.data}, "
+                     f"{len(s.controls) * (1 + len(s.perturbations) * len(s.severities))} conditions - {s.title}{miss}")
+            except (BaselineError, ValueError) as exc:
+                _say(f"  {name:<14} INVALID: {exc}")
+    return EXIT_OK
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .baselines import check_all
+
+    problems = check_all()
+    for p in problems:
+        _say(p)
+    _say(f"{len(problems)} problem(s)" if problems else "all baseline and suite files are valid")
+    return EXIT_FAIL if problems else EXIT_OK
+
+
+# ======================================================================================= data
+def cmd_data_check(args: argparse.Namespace) -> int:
+    from .data.refava import validate_folder
+
+    problems = validate_folder(args.path, tuple(args.splits), args.frames, args.policy)
+    for p in problems:
+        _say(str(p))
+    if problems:
+        _say(f"{len(problems)} problem(s) in {args.path}")
+        return EXIT_FAIL
+    _say(f"{args.path}: OK ({', '.join(args.splits)}; {args.frames} frames, policy {args.policy})")
+    return EXIT_OK
+
+
+def cmd_data_synth(args: argparse.Namespace) -> int:
+    from .runner import _call_generate
+
+    try:
+        from .data.synth import generate
+    except ImportError as exc:
+        raise CLIError(f"the synthetic generator (ravar_bench.data.synth.generate) is not available: {exc}") from exc
+    made = _call_generate(generate, args.size, args.seed, Path(args.out), progress=not args.no_progress)
+    for split, path in sorted(made.items()):
+        _say(f"{split}: {path}")
+    return EXIT_OK
+
+
+def cmd_data_prepare(args: argparse.Namespace) -> int:
+    from .data.prepare import prepare_refava
+
+    out = Path(args.out)
+    for split in args.splits:
+        prepared = prepare_refava(args.path, split, out / split, num_frames=args.frames,
+                                  frame_size=(args.size, args.size), key_frame_size=(args.size, args.size),
+                                  policy=args.policy, detector=args.detector, progress=not args.no_progress)
+        _say(f"{split}: {len(prepared)} instances, {prepared.num_clips} clips -> {out / split}")
+    _say(f"use it with --data {out}")
+    return EXIT_OK
+
+
+# ======================================================================================== run
+def _parse_sets(pairs: list[str]) -> dict[str, Any]:
+    """``--set epochs=2 --set lr=1e-3``: TOML values for TrainConfig overrides."""
+    import tomllib
+
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise CLIError(f"--set {pair!r}: expected KEY=VALUE (a training option, e.g. epochs=2)")
+        try:
+            out[key.strip()] = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key.strip()] = value  # a bare string such as device=cuda
+    return out
+
+
+def _run(args: argparse.Namespace, suite_name: str) -> int:
+    from . import distributed
+    from .baselines import load_suite
+    from .runner import resolve_data, run_suite
+
+    overrides = _parse_sets(getattr(args, "set", None) or [])
+    dist = distributed.init_from_env(str(overrides.get("device", "cpu")))
+    suite = load_suite(suite_name, skip_missing=args.skip_missing)
+    if suite.missing:
+        _say(f"skipping entries whose baseline file does not exist: {', '.join(suite.missing)}")
+    spec = args.data or suite.data
+    data = resolve_data(spec, progress=not args.no_progress and dist.is_main)
+    summary = run_suite(suite, data, args.out, seeds=args.seeds, executor=args.executor,
+                        ray_address=args.ray_address, ray_cpus=args.ray_cpus, ray_job_cpus=args.ray_job_cpus,
+                        ray_job_gpus=args.ray_job_gpus, overwrite=args.overwrite,
+                        limit_jobs=args.limit_jobs, dry_run=args.dry_run, train_overrides=overrides,
+                        progress=not args.no_progress)
+    if args.dry_run:
+        _say(f"suite {suite.name} on {data.spec} ({data.fingerprint}): {summary.jobs} jobs")
+        for p in summary.planned:
+            _say(f"  {p['job_id']}  {p['status']:<8} seed {p['seed']:<3} {p['label']}  [{p['baseline']}]")
+        return EXIT_OK
+    _say(summary.line())
+    if summary.outdated:
+        _say(f"note: {len(summary.outdated)} kept job(s) were made with another version of their adapter's "
+             f"source ({', '.join(summary.outdated[:3])}{', ...' if len(summary.outdated) > 3 else ''}); "
+             "their results are kept; --overwrite always redoes them")
+    for o in summary.failed:
+        _say(f"  FAILED {o.label} seed {o.seed} ({o.job_id}): {o.error}")
+    busy = [o for o in summary.outcomes if o.status == "busy"]
+    for o in busy:
+        _say(f"  still running elsewhere: {o.label} seed {o.seed} ({o.job_id})")
+    return EXIT_FAIL if summary.failed else EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    return _run(args, args.suite)
+
+
+def cmd_quickstart(args: argparse.Namespace) -> int:
+    args.skip_missing = True
+    code = _run(args, "quickstart")
+    if os.environ.get("RANK", "0") != "0" or args.dry_run:
+        return code
+    try:
+        build_report = _report_builder()
+    except CLIError as exc:
+        _say(f"results are in {args.out}; no report: {exc}")
+        return code
+    out_dir = Path(args.out) / "report"
+    build_report(args.out, "quickstart", out_dir)
+    _say(f"report: {out_dir}")
+    return code
+
+
+# ===================================================================================== scoring
+def _load_scored(pred_path: str, data_spec: str | None, split: str | None):
+    """Predictions aligned to the split's ground truth (every key present exactly once)."""
+    import numpy as np
+
+    from .protocol import Predictions
+    from .runner import resolve_data
+    from .store import read_predictions
+
+    preds, meta = read_predictions(pred_path)
+    spec = data_spec or meta.get("data_spec")
+    if not spec:
+        raise CLIError(f"{pred_path}: the file does not name its data; pass --data")
+    split = split or meta.get("split")
+    if not split:
+        raise CLIError(f"{pred_path}: the file does not name its split; pass --split")
+    data = resolve_data(spec, progress=False)
+    gt = data.load(split)
+    want = meta.get("split_fingerprint")
+    if want and want != data.split_fingerprints[split]:
+        print(f"warning: {pred_path} was made on split {split!r} with fingerprint {want}, the data "
+              f"given has {data.split_fingerprints[split]}; scoring anyway by key", file=sys.stderr)
+    position = {k: i for i, k in enumerate(preds.keys)}
+    missing = [k for k in gt.keys if k not in position]
+    extra = len(preds.keys) - (len(gt.keys) - len(missing))
+    if missing or extra:
+        raise CLIError(f"{pred_path}: predictions do not cover split {split!r} of {spec}: "
+                       f"{len(missing)} key(s) missing (e.g. {missing[:3]}), {extra} key(s) not in the split")
+    order = np.array([position[k] for k in gt.keys])
+    aligned = Predictions(list(gt.keys), preds.scores[order], preds.boxes[order])
+    return aligned, gt, meta, spec, split
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    import warnings
+
+    import numpy as np
+
+    from .metrics import PROFILES, score_all
+
+    preds, gt, meta, spec, split = _load_scored(args.predictions, args.data, args.split)
+    if args.profile and args.profile not in PROFILES:
+        raise CLIError(f"--profile {args.profile!r}: unknown; choose one of {', '.join(PROFILES)}")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        metrics = score_all(preds.scores, np.asarray(gt.labels), preds.boxes, np.asarray(gt.boxes))
+    if args.profile:
+        metrics = {args.profile: metrics[args.profile]}
+    result: dict[str, Any] = {"predictions": args.predictions, "data": spec, "split": split,
+                              "n": len(preds.keys), "metrics": metrics}
+    if args.bootstrap:
+        from .runner import _bootstrap
+
+        result["ci"] = _bootstrap(preds, gt, args.bootstrap, 0)
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return EXIT_OK
+    print(f"{args.predictions}: {len(preds.keys)} instances of {spec} [{split}]")
+    for profile, values in metrics.items():
+        for key, value in values.items():
+            ci = result.get("ci", {}).get(f"{profile}.{key}")
+            extra = f"  [{ci['low']:.2f}, {ci['high']:.2f}]" if ci else ""
+            print(f"  {profile}.{key:<18} {value:8.2f}{extra}")
+    for w in {str(w.message) for w in caught}:
+        print(f"  note: {w}")
+    return EXIT_OK
+
+
+def cmd_explain_gap(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    try:
+        from .metrics import explain_gap, format_gap
+    except ImportError as exc:
+        raise CLIError(f"ravar_bench.metrics.explain_gap is not available: {exc}") from exc
+    preds, gt, meta, spec, split = _load_scored(args.predictions, args.data, args.split)
+    rows = explain_gap(preds.scores, np.asarray(gt.labels), preds.boxes, np.asarray(gt.boxes),
+                       batch_size=args.batch_size)
+    print(f"{args.predictions}: {len(preds.keys)} instances of {spec} [{split}]")
+    try:  # the report package's table also shows the paper's number and the nearest convention
+        from .report import format_explain_gap, paper_for_predictions
+    except ImportError:
+        print(format_gap(rows))
+        return EXIT_OK
+    paper, label = paper_for_predictions(args.predictions, split)
+    print(format_explain_gap(rows, paper, paper_label=label))
+    return EXIT_OK
+
+
+# ===================================================================================== report
+def _report_builder():
+    try:
+        from .report import build_report
+    except ImportError as exc:
+        raise CLIError(f"the report builder (ravar_bench.report.build_report) is not available: {exc}") from exc
+    return build_report
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .store import Store
+
+    build_report = _report_builder()
+    store = Store(args.results, create=False)
+    suite = args.suite
+    if suite is None:
+        suites = sorted(p.stem for p in (store.root / "suites").glob("*.json"))
+        if len(suites) != 1:
+            raise CLIError(f"{args.results}: holds suites {', '.join(suites) or '(none)'}; pass --suite")
+        suite = suites[0]
+    out = Path(args.out) if args.out else store.root / "report"
+    kwargs = {"formats": tuple(args.format.split(","))} if args.format else {}
+    build_report(str(store.root), suite, out, **kwargs)
+    _say(f"report for suite {suite}: {out}")
+    return EXIT_OK
+
+
+# ====================================================================================== bench
+BENCHMARKS = ("metrics", "synth", "fusion")
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .provenance import source_root
+
+    folder = source_root() / "benchmarks"
+    candidates = [folder / f"bench_{args.name}.py", folder / f"{args.name}.py"]
+    script = next((c for c in candidates if c.is_file()), None)
+    if script is None:
+        raise CLIError(f"benchmark {args.name!r}: no script {candidates[0]} or {candidates[1]}")
+    return subprocess.call([sys.executable, str(script), *args.args])
+
+
+# ===================================================================================== parser
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ravar-bench",
+        description="Benchmark harness for Referring Atomic Video Action Recognition (RAVAR).",
+        epilog="Start with: ravar-bench quickstart   (docs/cli.md lists every command)")
+    p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    p.add_argument("--baselines", metavar="DIR", help="folder of baseline files (default: the repository's baselines/)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    s = sub.add_parser("list", help="list adapters, baselines or suites")
+    s.add_argument("what", nargs="?", choices=("adapters", "baselines", "suites"))
+    s.add_argument("-v", "--verbose", action="store_true", help="also show parameters / paper numbers")
+    s.set_defaults(func=cmd_list)
+
+    s = sub.add_parser("validate", help="check every baseline and suite file")
+    s.set_defaults(func=cmd_validate)
+
+    d = sub.add_parser("data", help="check, generate or prepare data").add_subparsers(dest="data_command", metavar="ACTION")
+    s = d.add_parser("check", help="validate a RefAVA folder; prints every problem with file and key")
+    s.add_argument("path")
+    s.add_argument("--frames", type=int, default=8, help="frames per clip (default 8)")
+    s.add_argument("--policy", default="correct", choices=("correct", "official_repeat"),
+                   help="frame policy: correct, or the released loader's official_repeat")
+    s.add_argument("--splits", nargs="+", default=["train", "val", "test"])
+    s.set_defaults(func=cmd_data_check)
+    s = d.add_parser("synth", help="generate RAVAR-Synth (RefAVA layout + prepared splits)")
+    s.add_argument("--size", default="small", choices=("tiny", "small", "full"))
+    s.add_argument("--out", required=True)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(func=cmd_data_synth)
+    s = d.add_parser("prepare", help="prepare a RefAVA folder into prepared splits (usable as --data OUT)")
+    s.add_argument("path")
+    s.add_argument("--out", required=True)
+    s.add_argument("--frames", type=int, default=8)
+    s.add_argument("--size", type=int, default=112, help="frame and key-frame size in pixels (square)")
+    s.add_argument("--policy", default="correct", choices=("correct", "official_repeat"))
+    s.add_argument("--detector", default="file", choices=("file", "hog", "none"))
+    s.add_argument("--splits", nargs="+", default=["train", "val", "test"])
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(func=cmd_data_prepare)
+
+    def run_options(s: argparse.ArgumentParser, out_default: str | None) -> None:
+        s.add_argument("--data", help="data spec: synth:<tiny|small|full>[@seed], refava:<folder>, or a "
+                                      "folder of prepared splits (default: the suite's)")
+        s.add_argument("--seeds", type=int, help="number of seeds (default: the suite's)")
+        s.add_argument("--out", required=out_default is None, default=out_default, help="results directory")
+        s.add_argument("--executor", default="local", choices=("local", "ray"))
+        s.add_argument("--ray-address", help="Ray cluster address (default: start a local instance)")
+        s.add_argument("--ray-cpus", type=int, help="CPUs of the local Ray instance (default: all)")
+        s.add_argument("--ray-job-cpus", type=float, default=1.0, help="CPUs per job (Ray task; default 1)")
+        s.add_argument("--ray-job-gpus", type=float, default=0.0, help="GPUs per job (Ray task; default 0)")
+        s.add_argument("--overwrite", default="never", choices=("never", "always", "only-missing"),
+                       help="never: keep finished jobs (resume); always: redo every job; only-missing: "
+                            "redo jobs whose stored files are missing or altered")
+        s.add_argument("--limit-jobs", type=int, help="run at most N of the pending jobs")
+        s.add_argument("--dry-run", action="store_true", help="list the jobs and their status, run nothing")
+        s.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="training option override for every job (e.g. --set epochs=2 --set device=cuda)")
+        s.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    s = sub.add_parser("run", help="run a suite (resumes: finished jobs are kept)")
+    s.add_argument("suite", help="suite name (baselines/suites/<name>.toml) or path")
+    s.add_argument("--skip-missing", action="store_true",
+                   help="run the entries whose baseline file exists, skip the others")
+    run_options(s, None)
+    s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("quickstart", help="run the quickstart suite on synth:small, then build its report")
+    run_options(s, "runs/quickstart")
+    s.set_defaults(func=cmd_quickstart, seeds=None)
+
+    s = sub.add_parser("score", help="re-score a stored prediction file offline")
+    s.add_argument("predictions", help="a predictions/<split>.<condition>.parquet file")
+    s.add_argument("--data", help="data spec (default: the one recorded in the file)")
+    s.add_argument("--split", choices=("train", "val", "test"), help="default: the file's split")
+    s.add_argument("--profile", help="only this metric profile (e.g. paper_v1)")
+    s.add_argument("--bootstrap", type=int, default=0, help="cluster-bootstrap CIs with N resamples")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_score)
+
+    s = sub.add_parser("explain-gap", help="one prediction file under every mAP convention")
+    s.add_argument("predictions")
+    s.add_argument("--data")
+    s.add_argument("--split", choices=("train", "val", "test"))
+    s.add_argument("--batch-size", type=int, default=8, help="eval batch size assumed by drop_last rows")
+    s.set_defaults(func=cmd_explain_gap)
+
+    s = sub.add_parser("report", help="leaderboards and plots of a results directory")
+    s.add_argument("results")
+    s.add_argument("--suite", help="suite to report (default: the only one in RESULTS)")
+    s.add_argument("--out", help="output folder (default: RESULTS/report)")
+    s.add_argument("--format", help="comma-separated formats, e.g. md,csv,tex,html")
+    s.set_defaults(func=cmd_report)
+
+    s = sub.add_parser("bench", help="run a benchmark script from benchmarks/")
+    s.add_argument("name", choices=BENCHMARKS)
+    s.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed to the script")
+    s.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.baselines:
+        os.environ["RAVAR_BASELINES"] = args.baselines
+    func = getattr(args, "func", None)
+    if func is None:
+        if args.command == "data":
+            parser.parse_args(["data", "--help"])
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted; finished jobs are kept, run the same command again to resume", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `ravar-bench list | head`: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAIL
+    except Exception as exc:
+        if args.debug or not isinstance(exc, _known_errors()):
+            raise
+        msg = str(exc).strip() or type(exc).__name__
+        if isinstance(exc, (FileNotFoundError, PermissionError, NotADirectoryError)) and exc.filename:
+            msg = f"{exc.filename}: {exc.strerror}"
+        print(f"ravar-bench: error: {msg}", file=sys.stderr)
+        print("(run with --debug for the traceback)", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        if "ravar_bench.distributed" in sys.modules:
+            sys.modules["ravar_bench.distributed"].shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
