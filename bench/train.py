@@ -11,7 +11,6 @@ and the heads train on the cached features, which is what makes frozen-backbone 
 """
 from __future__ import annotations
 
-import copy
 import math
 import random
 import time
@@ -47,6 +46,7 @@ class TrainConfig:
     warmup: float = 0.3  # fraction of all steps
     schedule: str = "warmup_cosine"  # or "constant"
     grad_clip: float = 1.0
+    encoder_lr_scale: float = 1.0  # lr multiplier of model.encoder_parameters() (official coef_lr 1e-3)
     cls_weight: float = 5.0
     box_weight: float = 1.0
     seed: int = 0
@@ -131,14 +131,19 @@ def ravar_loss(out: ModelOutput, batch: Batch, cfg: TrainConfig) -> torch.Tensor
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """AdamW with no weight decay on biases and normalisation weights; frozen params skipped.
 
-    (The official BertAdam differs from AdamW only in skipping bias correction.)"""
-    decay, no_decay = [], []
+    Encoder parameters (``RavarModel.encoder_parameters``) train at ``lr · encoder_lr_scale``, the
+    official ``coef_lr`` for pretrained backbones. (The official BertAdam differs from AdamW only in
+    skipping bias correction.)"""
+    encoder = {id(p) for p in getattr(model, "encoder_parameters", lambda: [])()}
+    buckets: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
-    groups = [g for g in ({"params": decay, "weight_decay": cfg.weight_decay},
-                          {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
+        no_decay = p.ndim <= 1 or name.endswith(".bias")
+        buckets.setdefault((id(p) in encoder, no_decay), []).append(p)
+    groups = [{"params": params, "weight_decay": 0.0 if no_decay else cfg.weight_decay,
+               "lr": cfg.lr * (cfg.encoder_lr_scale if is_encoder else 1.0)}
+              for (is_encoder, no_decay), params in sorted(buckets.items())]
     if not groups:  # nothing to train (e.g. the prior control): an optimizer over a dummy
         return torch.optim.AdamW([torch.zeros(1, requires_grad=True)], lr=cfg.lr)
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
@@ -250,6 +255,13 @@ class _Step(nn.Module):
         return out.scores, out.box
 
 
+def _trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of what training can change: trainable parameters and buffers, not frozen backbones
+    (copying a frozen 7B model each time validation improves would cost gigabytes)."""
+    return {k: v.detach().clone() for k, v in model.state_dict(keep_vars=True).items()
+            if not isinstance(v, nn.Parameter) or v.requires_grad}
+
+
 def fit(
     model: RavarModel,
     train: PreparedSplit,
@@ -262,9 +274,10 @@ def fit(
     device = distributed.resolve_device(cfg.device)
     dist = distributed.current()
     model.to(device)
+    trainable = [p for p in model.parameters() if p.requires_grad]
     use_cache = _uses_cache(model, cfg)
     train_cache = val_cache = None
-    if use_cache:
+    if use_cache and trainable:  # nothing to train: no features to encode either
         enc_loader = BatchLoader(train, model.inputs, cfg.eval_batch_size, seed=cfg.seed)
         train_cache = FeatureCache(model, enc_loader, device)
         if val is not None:
@@ -272,7 +285,6 @@ def fit(
     loader = BatchLoader(train, _head_inputs(model) if use_cache else model.inputs, cfg.batch_size,
                          shuffle=True, seed=cfg.seed)
     optimizer = build_optimizer(model, cfg)
-    trainable = [p for p in model.parameters() if p.requires_grad]
     epochs = cfg.epochs if trainable else 0  # nothing to train
     step_fn: nn.Module = _Step(model)
     if dist.distributed and epochs:
@@ -320,10 +332,10 @@ def fit(
             record[f"val.{cfg.select_metric}"] = value
             if value > best:
                 best, result.best_epoch = value, epoch
-                best_state = copy.deepcopy(model.state_dict())
+                best_state = _trainable_state(model)
         result.history.append(record)
     if best_state is not None:
-        model.load_state_dict(best_state)
+        model.load_state_dict(best_state, strict=False)
     result.train_seconds = time.perf_counter() - start
     result.steps = step
     return result

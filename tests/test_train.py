@@ -198,3 +198,34 @@ def test_unknown_select_metric_fails_with_its_name(splits):
     model = build("text_only", splits, dim=16, hidden=16)
     with pytest.raises(ValueError, match="paper_v1.nope"):
         fit(model, splits["train"], splits["val"], small_cfg(epochs=1, select_metric="paper_v1.nope"))
+
+
+def test_encoder_parameters_train_at_scaled_lr():
+    from ravar_bench.adapters.controls import VideoOnly
+    from ravar_bench.data.batches import dataset_info
+    from ravar_bench.train import TrainConfig, build_optimizer
+
+    from conftest import make_random_split
+
+    model = VideoOnly(dataset_info(make_random_split()))
+    opt = build_optimizer(model, TrainConfig(lr=1e-3, encoder_lr_scale=1e-2))
+    encoder = {id(p) for p in model.encoder_parameters()}
+    for group in opt.param_groups:
+        is_enc = {id(p) in encoder for p in group["params"]}
+        assert len(is_enc) == 1, "a group mixes encoder and head parameters"
+        assert group["lr"] == pytest.approx(1e-5 if is_enc.pop() else 1e-3)
+
+
+def test_fit_skips_encoding_when_nothing_trains(monkeypatch):
+    from ravar_bench.adapters.controls import PriorOnly
+    from ravar_bench.data.batches import dataset_info
+    from ravar_bench import train as train_mod
+
+    from conftest import make_random_split
+
+    split = make_random_split()
+    model = PriorOnly(dataset_info(split))
+    built = []
+    monkeypatch.setattr(train_mod, "FeatureCache", lambda *a, **k: built.append(1))
+    result = train_mod.fit(model, split, split, train_mod.TrainConfig(epochs=3))
+    assert built == [] and result.steps == 0
