@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import make_random_split
 from ravar_bench.baselines import load_suite
@@ -68,7 +69,10 @@ def metrics_of(out: Path) -> dict[str, dict]:
 def cli(env, out: Path, fault: str = "", wait: bool = True):
     cmd = [sys.executable, "-m", "ravar_bench.cli", "run", "mini", "--data", str(env["data"]),
            "--out", str(out), "--no-progress"]
-    proc_env = {**os.environ, "RAVAR_BASELINES": str(env["base"]), "RAVAR_FAULT": fault}
+    # same intra-op thread count as the in-process reference run: CPU training is only bitwise
+    # reproducible at a fixed thread count
+    proc_env = {**os.environ, "RAVAR_BASELINES": str(env["base"]), "RAVAR_FAULT": fault,
+                "OMP_NUM_THREADS": str(torch.get_num_threads())}
     proc = subprocess.Popen(cmd, env=proc_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if not wait:
         return proc
