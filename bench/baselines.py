@@ -10,6 +10,7 @@ the key, so a typo fails before any training starts.
 from __future__ import annotations
 
 import os
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,11 +29,14 @@ class BaselineError(ValueError):
 
 # ------------------------------------------------------------------------------------ locations
 def baselines_dir() -> Path:
-    """``$RAVAR_BASELINES`` or the ``baselines/`` folder next to the package source."""
+    """``$RAVAR_BASELINES``, else the repository's ``baselines/`` (editable install), else the copy
+    a regular install puts under ``<prefix>/share/ravar-bench/baselines``."""
     env = os.environ.get("RAVAR_BASELINES")
     if env:
         return Path(env).expanduser()
-    return Path(__file__).resolve().parent.parent / "baselines"
+    repo = Path(__file__).resolve().parent.parent / "baselines"
+    installed = Path(sys.prefix) / "share" / "ravar-bench" / "baselines"
+    return repo if repo.is_dir() or not installed.is_dir() else installed
 
 
 def suites_dir(root: Path | None = None) -> Path:
