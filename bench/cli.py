@@ -118,12 +118,9 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 
 
 def cmd_data_synth(args: argparse.Namespace) -> int:
+    from .data.synth import generate
     from .runner import _call_generate
 
-    try:
-        from .data.synth import generate
-    except ImportError as exc:
-        raise CLIError(f"the synthetic generator (ravar_bench.data.synth.generate) is not available: {exc}") from exc
     made = _call_generate(generate, args.size, args.seed, Path(args.out), progress=not args.no_progress)
     for split, path in sorted(made.items()):
         _say(f"{split}: {path}")
@@ -204,11 +201,8 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     code = _run(args, "quickstart")
     if os.environ.get("RANK", "0") != "0" or args.dry_run:
         return code
-    try:
-        build_report = _report_builder()
-    except CLIError as exc:
-        _say(f"results are in {args.out}; no report: {exc}")
-        return code
+    from .report import build_report
+
     out_dir = Path(args.out) / "report"
     build_report(args.out, "quickstart", out_dir)
     _say(f"report: {out_dir}")
@@ -286,37 +280,23 @@ def cmd_score(args: argparse.Namespace) -> int:
 def cmd_explain_gap(args: argparse.Namespace) -> int:
     import numpy as np
 
-    try:
-        from .metrics import explain_gap, format_gap
-    except ImportError as exc:
-        raise CLIError(f"ravar_bench.metrics.explain_gap is not available: {exc}") from exc
+    from .metrics import explain_gap
+    from .report import format_explain_gap, paper_for_predictions
+
     preds, gt, meta, spec, split = _load_scored(args.predictions, args.data, args.split)
     rows = explain_gap(preds.scores, np.asarray(gt.labels), preds.boxes, np.asarray(gt.boxes),
                        batch_size=args.batch_size)
     print(f"{args.predictions}: {len(preds.keys)} instances of {spec} [{split}]")
-    try:  # the report package's table also shows the paper's number and the nearest convention
-        from .report import format_explain_gap, paper_for_predictions
-    except ImportError:
-        print(format_gap(rows))
-        return EXIT_OK
     paper, label = paper_for_predictions(args.predictions, split)
     print(format_explain_gap(rows, paper, paper_label=label))
     return EXIT_OK
 
 
 # ===================================================================================== report
-def _report_builder():
-    try:
-        from .report import build_report
-    except ImportError as exc:
-        raise CLIError(f"the report builder (ravar_bench.report.build_report) is not available: {exc}") from exc
-    return build_report
-
-
 def cmd_report(args: argparse.Namespace) -> int:
+    from .report import build_report
     from .store import Store
 
-    build_report = _report_builder()
     store = Store(args.results, create=False)
     suite = args.suite
     if suite is None:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .baselines import Suite
-from .store import Store, canonical_json, fault_point
+from .store import Store, StoreError, canonical_json, fault_point
 
 #: Bump when the meaning of a job changes (what a job computes or how it is scored), so that old
 #: records are not mistaken for new ones.
@@ -364,7 +364,7 @@ def _needs_run(store: Store, job: Job, overwrite: str, run_started: float) -> bo
     if overwrite == "always":
         try:
             return float(store.record(job.job_id).get("created", 0)) < run_started
-        except Exception:
+        except (OSError, ValueError, KeyError, TypeError, StoreError):  # unreadable record: redo it
             return True
     if overwrite == "only-missing":
         return bool(store.verify(job.job_id))
@@ -626,7 +626,7 @@ def _outdated(store: Store, kept: list[Job]) -> list[str]:
             current[job.adapter] = adapter_source(job.adapter)["sha256"]
         try:
             made = store.record(job.job_id)["provenance"].get("adapter_source", {}).get("sha256")
-        except Exception:
+        except (OSError, ValueError, KeyError, AttributeError, StoreError):  # no usable stamp: skip
             continue
         if made and current[job.adapter] and made != current[job.adapter]:
             out.append(f"{job.label} seed {job.seed}")
