@@ -28,16 +28,6 @@ FAST = TrainConfig(epochs=4, batch_size=8, eval_batch_size=8, lr=1e-2, schedule=
                    warmup=0.0, weight_decay=0.0, select_metric="")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """The test machine is shared: two intra-op threads oversubscribed by other jobs run several
-    times slower than one (OpenMP spin-waits), so these CPU tests use one and restore it."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def split():
     return make_random_split(n_clips=4, per_clip=2, frames=4, size=32)

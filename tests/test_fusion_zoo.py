@@ -53,15 +53,6 @@ VARIANTS = [
 IDS = [f"{v}-{i}" for i, (v, _) in enumerate(VARIANTS)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors gain nothing from threads on the shared 2-core machine; restored after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def grid_pos(b: int, n: int, side: int = 3) -> torch.Tensor:
     """(y, x) cell centres of a side × side grid, row-major, like the adapters' video positions."""
     ys, xs = torch.meshgrid((torch.arange(side) + 0.5) / side, (torch.arange(side) + 0.5) / side, indexing="ij")

@@ -21,15 +21,6 @@ from ravar_bench.protocol import Predictions  # noqa: E402
 from ravar_bench.train import TrainConfig, fit, predict, ravar_loss  # noqa: E402
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The test machine is shared: one intra-op thread is faster than two contended ones."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
 def split():
     return make_random_split(n_clips=6, per_clip=2, frames=3, size=36)

@@ -16,16 +16,6 @@ from ravar_bench.adapters import mmaction_compat  # noqa: E402
 from ravar_bench.adapters.aal import FAMILIES  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """The test machine is shared: two intra-op threads oversubscribed by other jobs run several
-    times slower than one (OpenMP spin-waits), so these CPU tests use one and restore it."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def run(code: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1")
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)

@@ -23,16 +23,6 @@ MINE = ["refatomnet", "refatomnet_corrected", "refatomnet_rescale_only", "refato
 SMALL = {"dim": 32, "hidden": 64}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a shared 2-core machine the thread
-    pool oversubscribes the cores (the file runs ~5x slower); restored after the module."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def split():
     return make_random_split(n_clips=4, per_clip=2, frames=3, size=48)

@@ -24,15 +24,6 @@ ROOT = Path(__file__).resolve().parents[1]
 ADAPTERS = ("vtr_clip4clip", "vtr_xclip", "vtr_blip2")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine: one intra-op thread avoids OpenMP barrier stalls."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def split():
     return make_random_split(n_clips=4, per_clip=2, frames=3, size=32)
