@@ -49,3 +49,21 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def control_baseline(name: str, adapter: str, tiny: str = "", title: str | None = None) -> str:
+    """A minimal baseline TOML file (domain "control"); ``tiny`` is the [params_tiny] body."""
+    return (f'[baseline]\nname = "{name}"\nadapter = "{adapter}"\ndomain = "control"\n'
+            f'title = "{title if title is not None else name.title()}"\n'
+            + (f"[params_tiny]\n{tiny}\n" if tiny else ""))
+
+
+def write_baseline_tree(root, baselines: dict[str, str], suites: dict[str, str]):
+    """``root/baselines/<name>.toml`` and ``root/baselines/suites/<name>.toml``; returns the folder."""
+    base = root / "baselines"
+    (base / "suites").mkdir(parents=True)
+    for name, text in baselines.items():
+        (base / f"{name}.toml").write_text(text)
+    for name, text in suites.items():
+        (base / "suites" / f"{name}.toml").write_text(text)
+    return base

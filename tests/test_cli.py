@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_random_split
+from conftest import control_baseline, make_random_split, write_baseline_tree
 from ravar_bench import cli
 from ravar_bench.baselines import suite_path
 from refava_fixtures import Inst, default_instances, write_refava
@@ -35,19 +35,15 @@ baseline = "text_only"
 """
 
 
-def baseline(name: str, adapter: str, extra: str = "") -> str:
-    return f'[baseline]\nname = "{name}"\nadapter = "{adapter}"\ndomain = "control"\ntitle = "{name}"\n{extra}'
-
-
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
-    base = root / "baselines"
-    (base / "suites").mkdir(parents=True)
-    (base / "prior.toml").write_text(baseline("prior", "prior"))
-    (base / "text_only.toml").write_text(baseline("text_only", "text_only", "[params_tiny]\ndim = 16\nhidden = 16\n"))
-    (base / "video_only.toml").write_text(baseline("video_only", "video_only", "[params_tiny]\ndim = 16\nhidden = 16\n"))
-    (base / "suites" / "mini.toml").write_text(SUITE)
+    tiny = "dim = 16\nhidden = 16"
+    base = write_baseline_tree(root, {
+        "prior": control_baseline("prior", "prior", title="prior"),
+        "text_only": control_baseline("text_only", "text_only", tiny, title="text_only"),
+        "video_only": control_baseline("video_only", "video_only", tiny, title="video_only"),
+    }, {"mini": SUITE})
     shutil.copy(suite_path("quickstart"), base / "suites" / "quickstart.toml")  # the real one
     data = root / "data"
     for i, split in enumerate(("train", "val", "test")):
@@ -96,7 +92,7 @@ def test_list_shows_adapters_with_origin_baselines_and_suites(env, capsys):
 
 def test_validate_reports_a_bad_key_with_file_and_key(env, capsys):
     bad = env["base"] / "broken.toml"
-    bad.write_text(baseline("broken", "prior", "[params]\nsize = 3\n"))
+    bad.write_text(control_baseline("broken", "prior", title="broken") + "[params]\nsize = 3\n")
     try:
         code, out, _ = run(capsys, "validate")
         assert code == 1 and f"{bad}: [params]: unknown parameter 'size' for adapter 'prior'" in out

@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import make_random_split
+from conftest import control_baseline, make_random_split, write_baseline_tree
 from ravar_bench.baselines import load_suite
 from ravar_bench.runner import resolve_data, run_suite
 from ravar_bench.store import Store
@@ -36,13 +36,9 @@ baseline = "video"
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     root = tmp_path_factory.mktemp("ray")
-    base = root / "baselines"
-    (base / "suites").mkdir(parents=True)
-    for name, adapter in (("text", "text_only"), ("video", "video_only")):
-        (base / f"{name}.toml").write_text(
-            f'[baseline]\nname = "{name}"\nadapter = "{adapter}"\ndomain = "control"\ntitle = "{name}"\n'
-            "[params_tiny]\ndim = 16\nhidden = 16\n")
-    (base / "suites" / "mini.toml").write_text(SUITE)
+    base = write_baseline_tree(root, {
+        name: control_baseline(name, adapter, "dim = 16\nhidden = 16", title=name)
+        for name, adapter in (("text", "text_only"), ("video", "video_only"))}, {"mini": SUITE})
     data = root / "data"
     for i, split in enumerate(("train", "val", "test")):
         make_random_split(n_clips=5, seed=i, split=split).save(data / split)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import make_random_split
+from conftest import control_baseline, make_random_split, write_baseline_tree
 from ravar_bench.baselines import load_suite
 from ravar_bench.runner import resolve_data, run_suite
 from ravar_bench.store import Store
@@ -43,12 +43,10 @@ baseline = "text"
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     root = tmp_path_factory.mktemp("resume")
-    base = root / "baselines"
-    (base / "suites").mkdir(parents=True)
-    (base / "prior.toml").write_text('[baseline]\nname = "prior"\nadapter = "prior"\ndomain = "control"\ntitle = "Prior"\n')
-    (base / "text.toml").write_text('[baseline]\nname = "text"\nadapter = "text_only"\ndomain = "control"\n'
-                                    'title = "Text"\n[params_tiny]\ndim = 16\nhidden = 16\n')
-    (base / "suites" / "mini.toml").write_text(SUITE)
+    base = write_baseline_tree(root, {
+        "prior": control_baseline("prior", "prior"),
+        "text": control_baseline("text", "text_only", "dim = 16\nhidden = 16"),
+    }, {"mini": SUITE})
     data = root / "data"
     for i, split in enumerate(("train", "val", "test")):
         make_random_split(n_clips=5, seed=i, split=split).save(data / split)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_random_split
+from conftest import control_baseline, make_random_split, write_baseline_tree
 from ravar_bench.adapters.registry import register_adapter
 from ravar_bench.baselines import load_suite
 from ravar_bench.metrics import score_all
@@ -34,11 +34,6 @@ class Broken(RavarModel):
 
     def head(self, features: dict[str, torch.Tensor], batch: Batch) -> ModelOutput:
         raise AssertionError
-
-
-def baseline(name: str, adapter: str, tiny: str = "") -> str:
-    return (f'[baseline]\nname = "{name}"\nadapter = "{adapter}"\ndomain = "control"\ntitle = "{name.title()}"\n'
-            + (f"[params_tiny]\n{tiny}\n" if tiny else ""))
 
 
 SUITE = """
@@ -66,13 +61,11 @@ def entries(*names: str) -> str:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     root = tmp_path_factory.mktemp("runner")
-    base = root / "baselines"
-    (base / "suites").mkdir(parents=True)
-    (base / "prior.toml").write_text(baseline("prior", "prior"))
-    (base / "text.toml").write_text(baseline("text", "text_only", "dim = 16\nhidden = 16"))
-    (base / "broken.toml").write_text(baseline("broken", "test_broken"))
-    (base / "suites" / "mini.toml").write_text(SUITE.format(name="mini", efficiency="true",
-                                                            entries=entries("prior", "text")))
+    base = write_baseline_tree(root, {
+        "prior": control_baseline("prior", "prior"),
+        "text": control_baseline("text", "text_only", "dim = 16\nhidden = 16"),
+        "broken": control_baseline("broken", "test_broken"),
+    }, {"mini": SUITE.format(name="mini", efficiency="true", entries=entries("prior", "text"))})
     (base / "suites" / "withbroken.toml").write_text(SUITE.format(name="withbroken", efficiency="false",
                                                                   entries=entries("broken", "prior")))
     data = root / "data"
