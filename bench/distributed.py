@@ -68,7 +68,11 @@ def init_from_env(device: str = "cpu") -> DistInfo:
 
 
 def shutdown() -> None:
+    """Tear the process group down only after every rank has arrived: a rank that destroys
+    gloo while a peer still has the connection open aborts that peer ("terminate called
+    without an active exception")."""
     if _initialized():
+        torch.distributed.barrier()
         torch.distributed.destroy_process_group()
 
 
