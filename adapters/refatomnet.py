@@ -95,7 +95,7 @@ class RavarStreams(nn.Module):
             self.video: nn.Module = TinyVideoEncoder(dim)
             with torch.no_grad():
                 probe = self.video(torch.zeros(1, 1, 3, *info.frame_size))
-            grid = probe.shape[2:4]
+            grid = tuple(probe.shape[2:4])
             video_dim = dim
             self.video_pos = nn.Parameter(torch.zeros(grid[0] * grid[1], dim))
             nn.init.normal_(self.video_pos, std=0.02)
@@ -108,6 +108,7 @@ class RavarStreams(nn.Module):
             video_dim = int(getattr(self.video, "dim", 768))
             self.video_pos = None
             self.grid_pos = None
+        self.grid: tuple[int, int] | None = grid  # the video tokens' (H, W) grid; None for Q-Former tokens
         self.n_video = grid[0] * grid[1] if grid is not None else int(getattr(self.video, "num_query_tokens", QFORMER_TOKENS))
         self.text: TextEncoder = _Blip2Text(self.video) if text_encoder == "blip2" else build_text_encoder(text_encoder, dim)
         self.video_proj = nn.Identity() if video_dim == dim else nn.Linear(video_dim, dim)
@@ -275,6 +276,8 @@ class FusionModel(_StreamFusionModel):
                                location=location, class_embed=class_embed, freeze=freeze, weights=weights)
         if spec.cls.needs_max_tokens:
             params.setdefault("max_tokens", streams.lengths)
+        if spec.cls.accepts_video_grid and streams.grid is not None:
+            params.setdefault("video_grid", streams.grid)
         self._setup(info, streams, build_fusion(spec.id, dim, streams=_stream_names(location), **params), hidden)
 
 

@@ -26,6 +26,8 @@ MASKED_VARIANTS = [
     ("v5", {"mode": "corrected", "tokens": 6, "max_tokens": MAX, "caaf": False}),
     ("v5", {"mode": "corrected", "tokens": 6, "max_tokens": MAX, "catf": False}),
     ("v5", {"mode": "corrected", "tokens": None}),  # streams of equal length, masks kept per token
+    ("v5", {"mode": "log_guided", "tokens": 6, "max_tokens": MAX, "heads": 2}),
+    ("v5", {"mode": "log_guided", "tokens": None, "guide_scale": 2.0}),
 ]
 IDS = [f"{v}-{'-'.join(f'{k}={x}' for k, x in p.items() if k != 'max_tokens')}" for v, p in MASKED_VARIANTS]
 
@@ -164,6 +166,7 @@ CROSS = [  # (variant, hparams, does the video output depend on the text/loc str
     ("v5", {"mode": "corrected", "tokens": 6, "max_tokens": MAX, "catf": False}, True),
     ("v5", {"mode": "corrected", "tokens": 6, "max_tokens": MAX, "caaf": False, "catf": False}, False),
     ("v5", {"mode": "rescale_only", "tokens": 6, "max_tokens": MAX}, False),
+    ("v5", {"mode": "log_guided", "tokens": 6, "max_tokens": MAX, "catf": False}, True),
 ]
 
 
@@ -191,9 +194,38 @@ def test_rescale_only_keeps_the_video_block_blind_but_not_the_aggregate():
     torch.testing.assert_close(oa.aux["fused_map"], oa.aux["maps"]["video"] * (2 + 1 / 6) / 3)
 
 
-def test_sdpa_and_explicit_paths_agree():
+def test_log_guided_renormalises_the_map_by_the_donors_guide():
+    """M' = σ(A kᵀ/√d_h + λ log g), i.e. M·g^λ renormalised over the valid keys; λ = 0 is CAAF off."""
+    hp = {"mode": "log_guided", "tokens": None, "keep_maps": True, "guide_scale": 1.5}
+    f = build("v5", hp)
+    streams = make_streams(lengths={"video": 6, "text": 6, "loc": 6})
+    out = f(streams)
+    m, s = out.aux["maps"]["video"], out.aux["maps"]["text"] + out.aux["maps"]["loc"]
+    mask = streams["video"].mask[:, None, None, :]
+    g = torch.softmax(s.masked_fill(~mask, float("-inf")), -1)
+    expected = m * g ** 1.5
+    expected = expected / expected.sum(-1, keepdim=True)
+    torch.testing.assert_close(out.aux["fused_map"], expected, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(out.aux["fused_map"].sum(-1), torch.ones_like(m[..., 0]))  # renormalised
+    f.train()
+    f(streams).pooled.square().sum().backward()
+    assert f.guide_scale.grad is not None and f.guide_scale.grad.abs() > 0  # λ is learned
+    # λ = 0 removes the guidance: the same weights then give the corrected model without CAAF
+    zero = build("v5", {**hp, "guide_scale": 1.0})
+    zero.load_state_dict(f.state_dict())
+    with torch.no_grad():
+        zero.guide_scale.zero_()
+    off = build("v5", {"mode": "corrected", "tokens": None, "caaf": False})
+    off.load_state_dict({k: v for k, v in f.state_dict().items() if k != "guide_scale"})
+    torch.testing.assert_close(zero(streams).pooled, off(streams).pooled, atol=1e-6, rtol=1e-5)
+    with pytest.raises(FusionError, match="guide_scale applies to mode='log_guided' only"):
+        build_fusion("v5", D, mode="corrected", tokens=None, guide_scale=2.0)
+
+
+@pytest.mark.parametrize("mode,caaf", [("corrected", False), ("log_guided", True)])
+def test_sdpa_and_explicit_paths_agree(mode, caaf):
     streams = make_streams()
-    f = build("v5", {"mode": "corrected", "tokens": 6, "max_tokens": MAX, "caaf": False, "heads": 2})
+    f = build("v5", {"mode": mode, "tokens": 6, "max_tokens": MAX, "caaf": caaf, "heads": 2})
     fast = f(streams)
     f.keep_maps = True
     slow = f(streams)

@@ -34,6 +34,7 @@ VARIANTS = [
     ("v3", {"agents": 4, "heads": 2}),
     ("v3", {"agents": 4, "pooling": "grid", "layers": 2}),  # 2-D positions → 2×2 cells
     ("v3", {"agents": 3, "pooling": "learned"}),
+    ("v3", {"agents": 4, "heads": 2, "dwc": True, "agent_bias": True, "video_grid": (3, 3)}),  # Han-style terms
     ("v4", {"agents": 4, "heads": 2}),
     ("v4", {"agents": 3, "agent_source": "text", "broadcast_scale": 0.5}),
     ("v6", {"agents": 3, "heads": 2}),

@@ -16,7 +16,7 @@ from ravar_bench.data.batches import BatchLoader, Controls, dataset_info
 from ravar_bench.train import TrainConfig, fit
 
 BASELINES = Path(__file__).resolve().parent.parent / "baselines"
-MINE = ["refatomnet", "refatomnet_corrected", "refatomnet_rescale_only", "refatomnet_wo_location",
+MINE = ["refatomnet", "refatomnet_corrected", "refatomnet_rescale_only", "refatomnet_log_guided", "refatomnet_wo_location",
         "refatomnet_wo_caaf", "refatomnet_wo_catf", "refatomnet_fusion_addition", "refatomnet_fusion_concat",
         "refatomnet_fusion_bottleneck", "refatomnet_agents_1", "refatomnet_agents_4", "refatomnet_agents_16",
         "refatomnet_agents_64", "fusion_v0", "fusion_v1", "fusion_v2"]

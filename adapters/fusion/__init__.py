@@ -6,8 +6,10 @@
     out.pooled                                            # (B, d) -> the RAVAR heads
 
 Variants: basic.py (V0 late sum / Addition, Concatenation, V1 concat + self-attention, V2 cross-
-attention, V2b co-attention, MBT attention bottleneck) and agent.py (V5, RefAtomNet's agent blocks
-with CAAF/CATF in ``as_released`` / ``corrected`` / ``rescale_only`` modes).
+attention, V2b co-attention, MBT attention bottleneck), agent.py (V5, RefAtomNet's agent blocks
+with CAAF/CATF in ``as_released`` / ``corrected`` / ``rescale_only`` / ``log_guided`` modes),
+zoo_agent.py (V3, V4, V6, V6b; V3 with Han et al.'s DWC and agent biases from grid.py),
+reduce.py (V7 token reduction) and linear.py (V8 linear attention, V9 learned latents).
 """
 from .base import (
     BUILTIN_MODULES, STREAM_KINDS, Fusion, FusionError, FusionOutput, FusionSpec, StreamTokens,

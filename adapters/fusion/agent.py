@@ -24,6 +24,10 @@ CATF: A' = (A⊙σ_channels(U) + A⊙σ_?(U) + A)/3, U = Σ donor agent tokens.
 * ``rescale_only`` — a control: the as-released pipeline, but CAAF/CATF replaced by their scale
   with a uniform gate and *no* cross-stream input: M' = M·(2 + 1/N)/3 and A' = A·(2 + 1/d_h)/3.
   A gain of ``as_released`` over this control is then attributable to cross-stream information.
+* ``log_guided``  — a *strong* CAAF (fusion.md §5.4 (d)): the ``corrected`` pipeline, but the donor
+  maps guide the aggregation in log space, M' = σ_tokens(A kᵀ/√d_h + λ·log σ_tokens(S)), a
+  renormalised map that can move the agents' attention by orders of magnitude (λ learned, init
+  ``guide_scale``). CATF is the corrected gate.
 
 Both CAAF and CATF multiply elementwise across streams, so the streams must be of equal length and
 index-aligned; the released code forces that with token-axis Linears (100 DETR slots → 32, one
@@ -43,8 +47,8 @@ from .base import (
 )
 from .basic import average_present
 
-Mode = Literal["as_released", "corrected", "rescale_only"]
-MODES = ("as_released", "corrected", "rescale_only")
+Mode = Literal["as_released", "corrected", "rescale_only", "log_guided"]
+MODES = ("as_released", "corrected", "rescale_only", "log_guided")
 Gate = Union[Callable[[torch.Tensor], torch.Tensor], float, None]
 
 
@@ -83,7 +87,10 @@ class AgentAttention(nn.Module):
         self.proj = nn.Linear(d, d)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, *, map_gate: Gate = None,
-                agent_gate: Gate = None, need_map: bool = False) -> tuple[torch.Tensor, AgentState]:
+                agent_gate: Gate = None, map_bias: torch.Tensor | None = None,
+                need_map: bool = False) -> tuple[torch.Tensor, AgentState]:
+        """``map_gate`` rescales the aggregation map after the softmax (CAAF), ``map_bias``
+        (B, h, n, N) is added to its logits before it (log-space guidance)."""
         b, n_tok, d = x.shape
         h, dh = self.h, d // self.h
         q, k, v = self.qkv(x).chunk(3, -1)
@@ -97,10 +104,14 @@ class AgentAttention(nn.Module):
         agg_map = fused_map = None
         if need_map or callable(map_gate):
             agg_map = attention_probs(agents, k, key_mask)  # (B, h, n, N)
-            fused_map = map_gate(agg_map) if callable(map_gate) else agg_map
+            fused_map = agg_map
+            if map_bias is not None:
+                fused_map = attention_probs(agents, k, key_mask, map_bias)
+            if callable(map_gate):
+                fused_map = map_gate(fused_map)
             values = fused_map @ v
         else:
-            values = attend(agents, k, v, key_mask)  # SDPA: agents aggregate the keys/values
+            values = attend(agents, k, v, key_mask, bias=map_bias)  # SDPA: agents aggregate the keys/values
         if isinstance(map_gate, float):  # a constant gate commutes with the weighted sum
             values = values * map_gate
             fused_map = None if fused_map is None else fused_map * map_gate
@@ -166,22 +177,26 @@ class RefAtomNetFusion(Fusion):
                  query_stream: str = "video", mode: Mode = "corrected", agents: int = 4,
                  heads: int = 1, caaf: bool = True, catf: bool = True, tokens: int | None = 32,
                  max_tokens: dict[str, int] | None = None, mlp_ratio: float = 4.0,
-                 qkv_bias: bool = False, keep_maps: bool = False) -> None:
+                 qkv_bias: bool = False, keep_maps: bool = False, guide_scale: float = 1.0) -> None:
         super().__init__(d, streams, query_stream)
         where = f"fusion {self.variant_id}"
         if mode not in MODES:
             raise FusionError(f"{where}: mode must be one of {', '.join(MODES)}, got {mode!r}")
-        if mode != "corrected" and heads != 1:
+        self.released = mode in ("as_released", "rescale_only")
+        if self.released and heads != 1:
             raise FusionError(f"{where}: mode {mode!r} needs heads=1 (the released agent MLP output is "
                               f"reshaped as if h = 1); use mode='corrected' for heads={heads}")
         if tokens is not None and tokens < 1:
             raise FusionError(f"{where}: tokens must be >= 1 or None, got {tokens}")
-        if tokens is None and mode != "corrected":
+        if guide_scale != 1.0 and mode != "log_guided":
+            raise FusionError(f"{where}: guide_scale applies to mode='log_guided' only (got mode={mode!r})")
+        if tokens is None and self.released:
             raise FusionError(f"{where}: mode {mode!r} needs tokens (the released text stream is one "
                               "sentence vector projected to N tokens)")
         self.mode, self.caaf, self.catf, self.tokens = mode, caaf, catf, tokens
         self.keep_maps, self.n_agents, self.heads = keep_maps, agents, heads
-        self.released = mode != "corrected"
+        # λ of log_guided: learned, so training decides how strongly the donors steer the video agents
+        self.guide_scale = nn.Parameter(torch.tensor(float(guide_scale))) if mode == "log_guided" else None
         self.blocks = nn.ModuleDict({s: AgentBlock(d, agents, heads, mlp_ratio, qkv_bias, masked=not self.released)
                                      for s in self.streams})
         self.align = nn.ModuleDict()
@@ -205,7 +220,7 @@ class RefAtomNetFusion(Fusion):
     def _align(self, s: StreamTokens) -> tuple[torch.Tensor, torch.Tensor]:
         """Bring a stream to ``tokens`` index-aligned tokens; returns x (B, N, d) and mask (B, N)."""
         name, b = s.kind, s.x.shape[0]
-        if self.tokens is None:  # corrected only
+        if self.tokens is None:  # corrected / log_guided only
             return s.valid_x(), s.mask
         if name == "text" and self.released:
             # quirk: mean over ALL token slots, padding included, no mask (as released)
@@ -232,7 +247,7 @@ class RefAtomNetFusion(Fusion):
 
     # --------------------------------------------------------------------------- gates
     def _map_gate(self, donors: list[AgentState], key_mask: torch.Tensor, n_keys: int) -> Gate:
-        if not (self.caaf and donors):
+        if not (self.caaf and donors) or self.mode == "log_guided":
             return None
         if self.mode == "rescale_only":
             return (2.0 + 1.0 / n_keys) / 3.0  # σ_tokens of a uniform S is 1/N; no donor input
@@ -244,6 +259,14 @@ class RefAtomNetFusion(Fusion):
             g_tok = masked_softmax(s, key_mask[:, None, None, :], -1)
             g_other = torch.softmax(s, -2)  # the agent axis (n = 1 makes this ≡ 1 too)
         return lambda m: (m * g_tok + m * g_other + m) / 3.0  # not renormalised, as released
+
+    def _map_bias(self, donors: list[AgentState], key_mask: torch.Tensor) -> torch.Tensor | None:
+        """log_guided: λ·log σ_tokens(S) added to the video block's aggregation logits."""
+        if not (self.caaf and donors) or self.mode != "log_guided":
+            return None
+        s = torch.stack([st.agg_map for st in donors]).sum(0)  # (B, h, n, N)
+        g = masked_softmax(s, key_mask[:, None, None, :], -1)
+        return self.guide_scale * torch.log(g.clamp_min(1e-12))  # padded keys are masked anyway
 
     def _agent_gate(self, donors: list[AgentState], dh: int) -> Gate:
         if not (self.catf and donors):
@@ -273,7 +296,7 @@ class RefAtomNetFusion(Fusion):
         xq, mq = aligned[q]
         donors = [states[s] for s in self.context_streams]
         outs[q], states[q] = self.blocks[q](
-            xq, mq, map_gate=self._map_gate(donors, mq, xq.shape[1]),
+            xq, mq, map_gate=self._map_gate(donors, mq, xq.shape[1]), map_bias=self._map_bias(donors, mq),
             agent_gate=self._agent_gate(donors, self.d // self.heads), need_map=self.keep_maps)
 
         if self.released:

@@ -154,24 +154,32 @@ def key_bias(mask: torch.Tensor, size: torch.Tensor | None = None) -> torch.Tens
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None = None,
-           key_size: torch.Tensor | None = None) -> torch.Tensor:
-    """Multi-head SDPA (q (B, h, Nq, dh), k/v (B, h, Nk, dh)) with a key-padding mask (B, Nk).
+           key_size: torch.Tensor | None = None, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Multi-head SDPA (q (B, h, Nq, dh), k/v (B, h, Nk, dh)) with a key-padding mask (B, Nk) and
+    an optional additive logit bias broadcastable to (B, h, Nq, Nk) (agent position biases).
 
     A query whose keys are all masked (e.g. the location stream under the location-drop control)
     outputs zeros instead of NaN, on every backend."""
     if key_mask is None:
-        return F.scaled_dot_product_attention(q, k, v)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=None if bias is None else bias.to(q.dtype))
     empty = ~key_mask.any(1)  # (B,)
     safe = key_mask | empty[:, None]  # give empty rows some keys, then zero their output
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=key_bias(safe, key_size))
+    mask = key_bias(safe, key_size)
+    if bias is not None:
+        if mask.dtype == torch.bool:
+            mask = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill(~mask, float("-inf"))
+        mask = mask.to(q.dtype) + bias.to(q.dtype)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     return out.masked_fill(empty[:, None, None, None], 0.0) if bool(empty.any()) else out
 
 
-def attention_probs(q: torch.Tensor, k: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Explicit softmax(q kᵀ/√dh) over keys (B, h, Nq, Nk); masked keys get 0, empty rows all 0.
-
-    Used only where a method needs the probabilities themselves (rule 3)."""
+def attention_probs(q: torch.Tensor, k: torch.Tensor, key_mask: torch.Tensor | None = None,
+                    bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Explicit softmax(q kᵀ/√dh + bias) over keys (B, h, Nq, Nk); masked keys get 0, empty rows
+    all 0. Used only where a method needs the probabilities themselves (rule 3)."""
     logits = q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5
+    if bias is not None:
+        logits = logits + bias
     return masked_softmax(logits, None if key_mask is None else key_mask[:, None, None, :])
 
 
@@ -219,6 +227,9 @@ class Fusion(nn.Module, metaclass=abc.ABCMeta):
     #: True for variants with token-axis parameters: they need each stream's maximum length as
     #: the ``max_tokens`` hyper-parameter (a dict stream -> int) at construction.
     needs_max_tokens: ClassVar[bool] = False
+    #: True for variants with a ``video_grid`` hyper-parameter (grid-bound terms such as DWC);
+    #: adapters whose video encoder has a grid pass it in.
+    accepts_video_grid: ClassVar[bool] = False
 
     def __init__(self, d: int, streams: tuple[str, ...] = STREAM_KINDS, query_stream: str = "video") -> None:
         super().__init__()

@@ -19,8 +19,9 @@ boundary; ``grid`` assigns tokens to n = gᵖ cells by their ``pos`` (p = 2 for 
 (t, y, x), coordinates in [0, 1]), the 1-D analogue of Han et al.'s 2-D adaptive pooling that also
 works after a reducer reordered tokens; ``learned`` uses n parameter tokens (lucidrains' port).
 An agent whose chunk/cell holds no valid token is masked out of the broadcast softmax.
-Not implemented: Han et al.'s depthwise-conv term (DWC) and agent position biases (RefAtomNet's
-released blocks have neither; they need a regular grid, which reducers destroy).
+V3 also carries Han et al.'s depthwise-conv term (``dwc``) and agent position biases
+(``agent_bias``) on the video stream, rebuilt on ``video_grid`` from the tokens' positions
+(grid.py); RefAtomNet's released blocks have neither, and text/location have no grid.
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from .base import (
     linear_macs, masked_pool, pool_macs, pool_stream, register_fusion, zero_padded,
 )
 from .basic import average_present, concat_streams
+from .grid import GridAgentBias, GridDWC, check_grid, grid_cells
 
 Pooling = Literal["auto", "chunk", "grid", "learned"]
 POOLINGS = ("auto", "chunk", "grid", "learned")
@@ -161,15 +163,18 @@ class AgentPool(nn.Module):
 
 def agent_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, agents: torch.Tensor,
                     agent_mask: torch.Tensor, key_mask: torch.Tensor, key_size: torch.Tensor | None = None,
-                    broadcast_scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """The two SDPA steps (all (B, h, ·, d_h)): V_A = σ(A Kᵀ)V over valid keys (log-size bias for
-    merged keys), then O = σ(Q Aᵀ·broadcast_scale)V_A over valid agents. Returns (O, V_A).
+                    broadcast_scale: float = 1.0, biases: tuple[torch.Tensor, torch.Tensor] | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two SDPA steps (all (B, h, ·, d_h)): V_A = σ(A Kᵀ + B₁)V over valid keys (log-size bias
+    for merged keys), then O = σ(Q Aᵀ·broadcast_scale + B₂)V_A over valid agents. Returns (O, V_A).
 
     ``broadcast_scale`` multiplies the broadcast logits (AgentSD's k_scale2 temperature: < 1 flattens
-    the broadcast); an empty agent's V_A is zero and it is masked out of the broadcast."""
-    values = attend(agents, k, v, key_mask, key_size)
+    the broadcast); an empty agent's V_A is zero and it is masked out of the broadcast. ``biases``
+    are the agent position biases (B₁, B₂) of a grid stream, or None."""
+    agg_bias, bcast_bias = biases if biases is not None else (None, None)
+    values = attend(agents, k, v, key_mask, key_size, agg_bias)
     keys = agents if broadcast_scale == 1.0 else agents * broadcast_scale
-    return attend(q, keys, values, agent_mask), values
+    return attend(q, keys, values, agent_mask, bias=bcast_bias), values
 
 
 def agent_core_macs(n_q: int, n_k: int, n_agents: int, d: int) -> int:
@@ -198,14 +203,21 @@ class FFN(nn.Module):
 # ------------------------------------------------------------------------------ blocks
 class AgentSelfBlock(nn.Module):
     """Pre-norm agent self-attention block over one token set (a stream or a concatenation):
-    x + W_o·AgentAttn(LN x) with agents pooled from the queries; then the FFN."""
+    x + W_o·(AgentAttn(LN x) + DWC(V)) with agents pooled from the queries; then the FFN.
 
-    def __init__(self, d: int, heads: int, agents: int, pooling: Pooling, mlp_ratio: float, where: str) -> None:
+    With a ``grid`` the block can add Han et al.'s DWC term and agent position biases (grid.py);
+    the tokens' ``pos`` places them on it."""
+
+    def __init__(self, d: int, heads: int, agents: int, pooling: Pooling, mlp_ratio: float, where: str,
+                 grid: tuple[int, ...] | None = None, dwc: bool = False, agent_bias: bool = False) -> None:
         super().__init__()
-        self.d, self.h, self.n = d, heads, agents
+        self.d, self.h, self.n, self.where = d, heads, agents, where
         self.norm = nn.LayerNorm(d)
         self.qkv = nn.Linear(d, 3 * d)
         self.pool = AgentPool(d, agents, pooling, where)
+        self.grid = check_grid(grid, where) if (dwc or agent_bias) else None
+        self.dwc = GridDWC(d, self.grid) if dwc else None
+        self.bias = GridAgentBias(heads, agents, self.grid) if agent_bias else None
         self.out = nn.Linear(d, d)
         self.ffn = FFN(d, mlp_ratio)
 
@@ -213,16 +225,21 @@ class AgentSelfBlock(nn.Module):
         x = zero_padded(s.x, s.mask)
         q, k, v = self.qkv(self.norm(x)).chunk(3, -1)
         agents, agent_mask = self.pool(q, s)
+        cells = grid_cells(s.pos, s.mask, self.grid, self.where) if self.grid is not None else None
+        biases = self.bias(cells) if self.bias is not None else None
         o, values = agent_attention(split_heads(q, self.h), split_heads(k, self.h), split_heads(v, self.h),
-                                    split_heads(agents, self.h), agent_mask, s.mask, s.size)
-        x = self.ffn(x + self.out(merge_heads(o)), s.mask)
+                                    split_heads(agents, self.h), agent_mask, s.mask, s.size, biases=biases)
+        o = merge_heads(o)
+        if self.dwc is not None:
+            o = o + self.dwc(v, cells, s.mask)
+        x = self.ffn(x + self.out(o), s.mask)
         return StreamTokens(x, s.mask, s.size, s.pos, s.kind), {"agents": agents, "agent_mask": agent_mask,
                                                                  "agent_values": merge_heads(values)}
 
     def macs(self, n_tok: int) -> int:
         d = self.d
         return (linear_macs(n_tok, d, 3 * d) + self.pool.macs(n_tok, d) + agent_core_macs(n_tok, n_tok, self.n, d)
-                + linear_macs(n_tok, d, d) + self.ffn.macs(n_tok, d))
+                + (self.dwc.macs() if self.dwc is not None else 0) + linear_macs(n_tok, d, d) + self.ffn.macs(n_tok, d))
 
 
 # ---------------------------------------------------------------------------- variants
@@ -230,16 +247,28 @@ class AgentSelfBlock(nn.Module):
 class PerStreamAgentAttention(Fusion):
     """V3: one agent self-attention block stack per stream, no cross-stream link (RefAtomNet's
     ``m_3``); pooled = mean over the present streams of their masked means. Isolates the agent
-    bottleneck from fusion: the video tokens never see text or location."""
+    bottleneck from fusion: the video tokens never see text or location.
+
+    dwc, agent_bias  Han et al.'s depthwise-conv term and agent position biases on the video
+                     stream (text and location have no grid); they need ``video_grid``, which the
+                     fusion_model adapter fills in from its video encoder."""
+
+    accepts_video_grid = True
 
     def __init__(self, d: int, streams: tuple[str, ...] = ("video", "text", "loc"),
                  query_stream: str = "video", layers: int = 1, heads: int = 4, agents: int = 16,
-                 pooling: Pooling = "auto", mlp_ratio: float = 4.0) -> None:
+                 pooling: Pooling = "auto", mlp_ratio: float = 4.0, dwc: bool = False,
+                 agent_bias: bool = False, video_grid: tuple[int, ...] | None = None) -> None:
         super().__init__(d, streams, query_stream)
         check_common(self.variant_id, d, layers, heads, agents)
         where = f"fusion {self.variant_id}"
-        self.blocks = nn.ModuleDict({s: nn.ModuleList(AgentSelfBlock(d, heads, agents, pooling, mlp_ratio, where)
-                                                      for _ in range(layers)) for s in self.streams})
+        if (dwc or agent_bias) and "video" not in self.streams:
+            raise FusionError(f"{where}: dwc/agent_bias apply to the video stream, which is not among {self.streams}")
+        self.dwc, self.agent_bias = dwc, agent_bias
+        self.blocks = nn.ModuleDict({
+            s: nn.ModuleList(AgentSelfBlock(d, heads, agents, pooling, mlp_ratio, where, video_grid,
+                                            dwc and s == "video", agent_bias and s == "video")
+                             for _ in range(layers)) for s in self.streams})
 
     def forward(self, streams: dict[str, StreamTokens]) -> FusionOutput:
         parts = self.check(streams)
