@@ -90,6 +90,18 @@ def cmd_list(args: argparse.Namespace) -> int:
                      f"{len(s.controls) * (1 + len(s.perturbations) * len(s.severities))} conditions - {s.title}{miss}")
             except (BaselineError, ValueError) as exc:
                 _say(f"  {name:<14} INVALID: {exc}")
+    if what in ("fusions", "all"):
+        from .adapters.fusion import list_fusions
+
+        specs = list_fusions()
+        _say(f"fusion variants ({len(specs)}; use with adapter fusion_model, fusion = <id>):")
+        for spec in specs:
+            names = ", ".join((spec.name, *spec.aliases))
+            _say(f"  {spec.id:<11} {names:<44} {spec.summary}")
+            if args.verbose:
+                hp = ", ".join(f"{k}={p.default!r}" for k, p in spec.parameters().items()
+                               if k not in ("streams", "query_stream"))
+                _say(f"  {'':<11} hparams: {hp or '-'}")
     return EXIT_OK
 
 
@@ -337,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     s = sub.add_parser("list", help="list adapters, baselines or suites")
-    s.add_argument("what", nargs="?", choices=("adapters", "baselines", "suites"))
+    s.add_argument("what", nargs="?", choices=("adapters", "baselines", "suites", "fusions"))
     s.add_argument("-v", "--verbose", action="store_true", help="also show parameters / paper numbers")
     s.set_defaults(func=cmd_list)
 

@@ -450,7 +450,9 @@ def _compute(job: Job, progress: Progress | None, started: float):
         results[split_name] = {}
         for cond_name in job.conditions:
             controls, perturb = Condition.parse(cond_name).build()
-            preds, metrics = evaluate(model, split, cfg, controls, perturb)
+            # the selection split's clean features were already encoded by fit: reuse them
+            cache = fitted.val_cache if (split_name == SELECT_SPLIT and cond_name == "none") else None
+            preds, metrics = evaluate(model, split, cfg, controls, perturb, cache)
             entry: dict[str, Any] = {"metrics": metrics, "n": len(split),
                                      "predictions": f"predictions/{split_name}.{cond_name}.parquet"}
             if job.bootstrap:
@@ -462,6 +464,8 @@ def _compute(job: Job, progress: Progress | None, started: float):
             done += 1
             if progress:
                 progress("eval", done, total)
+        if split_name == SELECT_SPLIT:
+            fitted.val_cache = None  # free its memory before the next split is encoded
 
     efficiency: dict[str, Any] | None = None
     if job.efficiency and distributed.current().is_main:

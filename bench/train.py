@@ -112,6 +112,9 @@ class FitResult:
     history: list[dict[str, float]] = field(default_factory=list)
     train_seconds: float = 0.0
     steps: int = 0
+    #: the validation split's frozen-encoder features, encoded once for model selection; the
+    #: runner evaluates that split (no control, no perturbation) on them instead of re-encoding
+    val_cache: FeatureCache | None = field(default=None, repr=False, compare=False)
 
 
 def set_seed(seed: int) -> None:
@@ -338,6 +341,7 @@ def fit(
         model.load_state_dict(best_state, strict=False)
     result.train_seconds = time.perf_counter() - start
     result.steps = step
+    result.val_cache = val_cache
     return result
 
 
@@ -347,10 +351,14 @@ def evaluate(
     cfg: TrainConfig,
     controls: Controls = Controls(),
     perturb: FrameTransform | None = None,
+    cache: FeatureCache | None = None,
 ) -> tuple[Predictions, dict[str, dict[str, float]]]:
-    """Predictions and metrics on a whole split (features re-encoded under the given controls)."""
-    cache = None
-    if _uses_cache(model, cfg):
+    """Predictions and metrics on a whole split (features re-encoded under the given controls,
+    or taken from ``cache``: the same split's features encoded without controls, e.g. by fit)."""
+    if cache is not None and (controls != Controls() or perturb is not None):
+        raise ValueError("evaluate: a feature cache holds clean features; controls or a perturbation "
+                         "need the split re-encoded (pass cache=None)")
+    if cache is None and _uses_cache(model, cfg):
         loader = BatchLoader(split, model.inputs, cfg.eval_batch_size, seed=cfg.seed,
                              controls=controls, perturb=perturb)
         cache = FeatureCache(model, loader, distributed.resolve_device(cfg.device))

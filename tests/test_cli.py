@@ -90,6 +90,20 @@ def test_list_shows_adapters_with_origin_baselines_and_suites(env, capsys):
     assert code == 0 and "baselines (" not in out
 
 
+def test_list_fusions_shows_every_variant_with_its_hyper_parameters(env, capsys):
+    from ravar_bench.adapters.fusion import list_fusions
+
+    code, out, _ = run(capsys, "list", "fusions", "-v")
+    assert code == 0 and f"fusion variants ({len(list_fusions())};" in out and "adapters (" not in out
+    lines = out.splitlines()
+    for spec in list_fusions():
+        row = next(i for i, line in enumerate(lines) if line.split()[:1] == [spec.id])
+        assert spec.name in lines[row] and lines[row + 1].strip().startswith("hparams:")
+    assert "dwc=False, agent_bias=False, video_grid=None" in out and "guide_scale=1.0" in out
+    v3 = next(line for line in lines if line.split()[:1] == ["v3"])
+    assert v3.rstrip().endswith("masked means.")  # the first sentence of the docstring, not a cut line
+
+
 def test_validate_reports_a_bad_key_with_file_and_key(env, capsys):
     bad = env["base"] / "broken.toml"
     bad.write_text(control_baseline("broken", "prior", title="broken") + "[params]\nsize = 3\n")

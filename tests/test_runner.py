@@ -225,6 +225,34 @@ def test_overwrite_modes_and_limit(env, ran, tmp_path):
         run_suite(suite, env["data"], copy, overwrite="sometimes")
 
 
+def test_a_frozen_job_encodes_the_clean_validation_split_once(env, tmp_path, monkeypatch):
+    """fit encodes val for model selection; the runner scores val on those features instead of
+    encoding it again (controls and perturbations still re-encode)."""
+    from ravar_bench import train as T
+    from ravar_bench.data.batches import Controls
+
+    base = write_baseline_tree(tmp_path, {"frozen": control_baseline(
+        "frozen", "video_only", "dim = 16\nhidden = 16\nfreeze = true")},
+        {"frozen1": SUITE.format(name="frozen1", efficiency="false", entries=entries("frozen"))})
+    monkeypatch.setenv("RAVAR_BASELINES", str(base))
+    encoded: list[tuple[str, bool]] = []
+    original = T.FeatureCache.__init__
+
+    def counting(self, model, loader, device):
+        clean = loader.controls == Controls() and loader.perturb is None
+        encoded.append((loader.split.meta.split, clean))
+        original(self, model, loader, device)
+
+    monkeypatch.setattr(T.FeatureCache, "__init__", counting)
+    suite = load_suite("frozen1")
+    summary = run_suite(suite, env["data"], tmp_path / "out", seeds=1, progress=False)
+    assert not summary.failed, summary.failed
+    others = len(suite_conditions(suite)) - 1  # text_swap, brightness, both: fresh features each
+    assert encoded.count(("val", True)) == 1  # fit's; "none" on val reuses it
+    assert encoded.count(("val", False)) == others == 3
+    assert encoded.count(("test", True)) == 1 and encoded.count(("test", False)) == others
+
+
 def test_a_failing_job_is_recorded_and_the_suite_goes_on(env, tmp_path):
     suite = load_suite("withbroken")
     summary = run_suite(suite, env["data"], tmp_path / "out", seeds=1, progress=False)

@@ -132,6 +132,23 @@ def test_frozen_encoder_is_run_once_per_instance(splits):
     assert sum(counted) > 3 * len(splits["train"])
 
 
+def test_fits_validation_features_evaluate_that_split_without_re_encoding(splits):
+    from ravar_bench.data.batches import Controls
+
+    model = build("video_only", splits, dim=16, hidden=16, freeze=True)
+    result = fit(model, splits["train"], splits["val"], small_cfg(epochs=2))
+    assert result.val_cache is not None
+    counted = _count_encoded(model)
+    reused, metrics = evaluate(model, splits["val"], small_cfg(), cache=result.val_cache)
+    assert sum(counted) == 0
+    fresh, fresh_metrics = evaluate(model, splits["val"], small_cfg())
+    assert sum(counted) == len(splits["val"])
+    np.testing.assert_array_equal(reused.scores, fresh.scores)
+    assert metrics == fresh_metrics
+    with pytest.raises(ValueError, match="controls or a perturbation need the split re-encoded"):
+        evaluate(model, splits["val"], small_cfg(), Controls(text_swap=True), cache=result.val_cache)
+
+
 def test_frozen_cache_gives_the_same_predictions_as_the_full_model(splits):
     model = build("video_only", splits, dim=16, hidden=16, freeze=True)
     cached, _ = evaluate(model, splits["val"], small_cfg())

@@ -315,7 +315,8 @@ def register_fusion(variant_id: str, name: str, *, aliases: tuple[str, ...] = ()
             if owner is not None and _FUSIONS[owner].cls is not cls:
                 raise FusionError(f"fusion key {k!r} is registered twice ({owner} and {variant_id})")
         cls.variant_id, cls.variant_name = variant_id, name
-        doc = (inspect.getdoc(cls) or "").split("\n")[0]
+        first = (inspect.getdoc(cls) or "").split("\n\n")[0].replace("\n", " ")
+        doc = first.split(". ")[0].rstrip(".") + "." if first else ""  # the first sentence
         _FUSIONS[variant_id] = FusionSpec(variant_id, name, cls, tuple(aliases), doc)
         for k in keys:
             _LOOKUP[k] = variant_id
