@@ -108,6 +108,23 @@ def test_table_numbers_equal_the_records(demo):
     assert f"{best:.2f}" in md
 
 
+def test_a_rows_intervals_do_not_depend_on_the_other_rows(demo, monkeypatch):
+    """Adding or reordering suite entries must not move an unchanged row's bootstrap CI."""
+    from ravar_bench.report import collect as C
+
+    def cis(lb):
+        return {r.label: {k: (c.low, c.high) for k, c in r.cells.items() if c.ci == "bootstrap"} for r in lb.rows}
+
+    opts = C.CollectOptions(n_resamples=N_RES)
+    ref = cis(C.collect(demo["store"].root, "zoo", opts))
+    original = C._entries
+    monkeypatch.setattr(C, "_entries", lambda store, suite: (lambda e, m: (e[::-1][1:], m))(*original(store, suite)))
+    fewer = cis(C.collect(demo["store"].root, "zoo", opts))
+    assert fewer and set(fewer) < set(ref)
+    for label, cells in fewer.items():
+        assert cells and cells == ref[label], label
+
+
 def test_rows_are_ranked_and_controls_frame_the_table(demo):
     rows = _csv(demo["written"]["csv"])
     assert [r["label"] for r in rows] == ["Best & co", "Small_net", "Prior"]

@@ -9,6 +9,7 @@ and the report says so.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections import defaultdict
@@ -329,10 +330,10 @@ def collect(results_dir: str | Path, suite: str | None,
         n_resamples=n_res)
     by_job = {job: g for job, g in df.groupby("job_id")} if not df.empty else {}
     replicates: dict[str, np.ndarray] = {}
-    for n, e in enumerate(entries):
+    for e in entries:
         if not e.records:
             continue
-        row, reps = _row(e, by_job, truth, lb, n_res, opt, seed_offset=n)
+        row, reps = _row(e, by_job, truth, lb, n_res, opt)
         lb.rows.append(row)
         if reps is not None:
             replicates[row.id] = reps
@@ -347,8 +348,14 @@ def _condition_order(c: str) -> tuple[int, str, int]:
     return (1, name, int(sev) if sev.isdigit() else 0)
 
 
+def _row_stream(job_ids: tuple[str, ...]) -> int:
+    """A random stream per row from its jobs, so a row's CIs do not move when rows are added to
+    or reordered in its suite."""
+    return int(hashlib.sha256(",".join(sorted(job_ids)).encode()).hexdigest()[:12], 16)
+
+
 def _row(e: Entry, by_job, truth: TruthCache, lb: Leaderboard, n_res: int,
-         opt: CollectOptions, seed_offset: int) -> tuple[Row, np.ndarray | None]:
+         opt: CollectOptions) -> tuple[Row, np.ndarray | None]:
     base = e.baseline
     recs = sorted(e.records, key=lambda r: r.get("seed", 0))
     row = Row(id=e.id, label=e.label, kind="control" if base.get("domain") == "control" else "entry",
@@ -380,7 +387,7 @@ def _row(e: Entry, by_job, truth: TruthCache, lb: Leaderboard, n_res: int,
             row.cells[key] = Cell.of(values)
     headline_reps = None
     if n_res > 0:
-        rng = np.random.default_rng([opt.bootstrap_seed, 1 + seed_offset])
+        rng = np.random.default_rng([opt.bootstrap_seed, _row_stream(row.job_ids)])
         for split in lb.splits:
             keys = list(PAPER_METRICS) + list(STRICT_HEADLINE)
             per_seed = _replicates(recs, split, keys, truth, n_res, opt.bootstrap_seed)
