@@ -67,3 +67,10 @@ def write_baseline_tree(root, baselines: dict[str, str], suites: dict[str, str])
     for name, text in suites.items():
         (base / "suites" / f"{name}.toml").write_text(text)
     return base
+
+
+def write_random_data(folder, n_clips: int = 5):
+    """Prepared train/val/test splits of random data (seeds 0, 1, 2) under ``folder``; returns it."""
+    for i, split in enumerate(("train", "val", "test")):
+        make_random_split(n_clips=n_clips, seed=i, split=split).save(folder / split)
+    return folder

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import control_baseline, make_random_split, write_baseline_tree
+from conftest import control_baseline, make_random_split, write_baseline_tree, write_random_data
 from ravar_bench import cli
 from ravar_bench.baselines import suite_path
 from refava_fixtures import Inst, default_instances, write_refava
@@ -45,9 +45,7 @@ def env(tmp_path_factory):
         "video_only": control_baseline("video_only", "video_only", tiny, title="video_only"),
     }, {"mini": SUITE})
     shutil.copy(suite_path("quickstart"), base / "suites" / "quickstart.toml")  # the real one
-    data = root / "data"
-    for i, split in enumerate(("train", "val", "test")):
-        make_random_split(n_clips=5, seed=i, split=split).save(data / split)
+    data = write_random_data(root / "data")
     mp = pytest.MonkeyPatch()
     mp.setenv("RAVAR_BASELINES", str(base))
     mp.setenv("RAVAR_CACHE", str(root / "cache"))

@@ -141,7 +141,7 @@ def test_errors_name_the_missing_grid_or_positions():
 
 
 def test_macs_add_the_convolution_and_agree_with_the_flop_counter():
-    from torch.utils import flop_counter as fc
+    from ravar_bench.efficiency import flop_counter  # counts CPU flash attention too
 
     grid, d = (8, 12), 64
     torch.manual_seed(0)
@@ -152,9 +152,7 @@ def test_macs_add_the_convolution_and_agree_with_the_flop_counter():
     s = {"video": StreamTokens(torch.randn(2, 96, d), torch.ones(2, 96, dtype=torch.bool),
                                pos=centres(*grid).expand(2, -1, -1), kind="video"),
          "text": StreamTokens.dense(torch.randn(2, 12, d), "text")}
-    mapping = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu:
-               lambda q, k, v, *a, out_shape=None, **kw: fc.sdpa_flop_count(q, k, v)}
-    counter = fc.FlopCounterMode(display=False, custom_mapping=mapping)
+    counter = flop_counter()
     with counter, torch.no_grad():
         f(s)
     counted = counter.get_total_flops() / 2 / 2

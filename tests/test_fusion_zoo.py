@@ -448,15 +448,13 @@ FC = [("v3", {}), ("v4", {}), ("v4", {"agent_source": "text"}), ("v6", {"exchang
 def test_analytic_macs_agree_with_torch_flop_counter(variant, hparams):
     """FlopCounterMode counts matmuls and attention (2 flops per MAC), not the scatter-add
     pooling and merging that macs() adds (N·d each), hence a few per cent at d = 64."""
-    from torch.utils import flop_counter as fc
+    from ravar_bench.efficiency import flop_counter  # counts CPU flash attention too
 
     d, n = 64, {"video": 96, "text": 12, "loc": 8}
     torch.manual_seed(0)
     f = build_fusion(variant, d, **hparams).eval()
     streams = {k: StreamTokens.dense(torch.randn(2, v, d), k) for k, v in n.items()}
-    mapping = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu:
-               lambda q, k, v, *a, out_shape=None, **kw: fc.sdpa_flop_count(q, k, v)}
-    counter = fc.FlopCounterMode(display=False, custom_mapping=mapping)
+    counter = flop_counter()
     with counter, torch.no_grad():
         f(streams)
     counted = counter.get_total_flops() / 2 / 2

@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import control_baseline, make_random_split, write_baseline_tree
+from conftest import control_baseline, write_baseline_tree, write_random_data
 from ravar_bench.baselines import load_suite
 from ravar_bench.runner import resolve_data, run_suite
 from ravar_bench.store import Store
@@ -39,9 +39,7 @@ def env(tmp_path_factory):
     base = write_baseline_tree(root, {
         name: control_baseline(name, adapter, "dim = 16\nhidden = 16", title=name)
         for name, adapter in (("text", "text_only"), ("video", "video_only"))}, {"mini": SUITE})
-    data = root / "data"
-    for i, split in enumerate(("train", "val", "test")):
-        make_random_split(n_clips=5, seed=i, split=split).save(data / split)
+    data = write_random_data(root / "data")
     mp = pytest.MonkeyPatch()
     mp.setenv("RAVAR_BASELINES", str(base))
     yield {"root": root, "data": resolve_data(str(data))}

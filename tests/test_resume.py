@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import control_baseline, make_random_split, write_baseline_tree
+from conftest import control_baseline, write_baseline_tree, write_random_data
 from ravar_bench.baselines import load_suite
 from ravar_bench.runner import resolve_data, run_suite
 from ravar_bench.store import Store
@@ -47,9 +47,7 @@ def env(tmp_path_factory):
         "prior": control_baseline("prior", "prior"),
         "text": control_baseline("text", "text_only", "dim = 16\nhidden = 16"),
     }, {"mini": SUITE})
-    data = root / "data"
-    for i, split in enumerate(("train", "val", "test")):
-        make_random_split(n_clips=5, seed=i, split=split).save(data / split)
+    data = write_random_data(root / "data")
     mp = pytest.MonkeyPatch()
     mp.setenv("RAVAR_BASELINES", str(base))
     reference = root / "reference"

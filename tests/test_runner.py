@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import control_baseline, make_random_split, write_baseline_tree
+from conftest import control_baseline, make_random_split, write_baseline_tree, write_random_data
 from ravar_bench.adapters.registry import register_adapter
 from ravar_bench.baselines import load_suite
 from ravar_bench.metrics import score_all
@@ -68,9 +68,7 @@ def env(tmp_path_factory):
     }, {"mini": SUITE.format(name="mini", efficiency="true", entries=entries("prior", "text"))})
     (base / "suites" / "withbroken.toml").write_text(SUITE.format(name="withbroken", efficiency="false",
                                                                   entries=entries("broken", "prior")))
-    data = root / "data"
-    for i, split in enumerate(("train", "val", "test")):
-        make_random_split(n_clips=5, seed=i, split=split).save(data / split)
+    data = write_random_data(root / "data")
     mp = pytest.MonkeyPatch()
     mp.setenv("RAVAR_BASELINES", str(base))
     mp.setenv("RAVAR_CACHE", str(root / "cache"))

@@ -139,6 +139,20 @@ def masked_pool(x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return (x * w).sum(1) / w.sum(1).clamp_min(1e-12)
 
 
+def pool_by_index(x: torch.Tensor, idx: torch.Tensor, weights: torch.Tensor, n: int
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weighted mean of ``x`` (B, N, d) into ``n`` buckets given by ``idx`` (B, N; value n = drop).
+
+    Returns agents (B, n, d) and their mask (B, n): False where a bucket received no weight. A
+    scatter-add, so it costs N·d adds (the MAC convention's pooling), not an N×n one-hot matmul."""
+    b, _, d = x.shape
+    w = weights.to(x.dtype)
+    num = x.new_zeros(b, n + 1, d).scatter_add(1, idx[..., None].expand(-1, -1, d), x * w[..., None])
+    den = x.new_zeros(b, n + 1).scatter_add(1, idx, w)
+    num, den = num[:, :n], den[:, :n]
+    return num / den.clamp_min(1e-12)[..., None], den > 0
+
+
 def pool_stream(s: StreamTokens, x: torch.Tensor | None = None) -> torch.Tensor:
     """Masked, size-weighted mean of a stream (or of ``x`` laid out like it)."""
     return masked_pool(s.x if x is None else x, s.weights())
@@ -371,6 +385,6 @@ def build_fusion(key: str, d: int, **hparams: Any) -> Fusion:
 __all__ = [
     "STREAM_KINDS", "BUILTIN_MODULES", "FusionError", "StreamTokens", "FusionOutput", "Fusion",
     "FusionSpec", "register_fusion", "fusion_spec", "list_fusions", "build_fusion", "zero_padded",
-    "masked_pool", "pool_stream", "key_bias", "attend", "attention_probs", "masked_softmax",
+    "masked_pool", "pool_by_index", "pool_stream", "key_bias", "attend", "attention_probs", "masked_softmax",
     "linear_macs", "attention_core_macs", "ffn_macs", "pool_macs",
 ]

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import FusionError, zero_padded
+from .base import FusionError, pool_by_index, zero_padded
 
 #: Han et al. keep a 7×7 base bias and interpolate it to the window.
 BASE_BIAS_SIDE = 7
@@ -37,7 +37,7 @@ def grid_cells(pos: torch.Tensor | None, mask: torch.Tensor, grid: tuple[int, ..
     """Flat cell index (B, N) of every valid token from its position; padded tokens get
     ``prod(grid)`` (a dropped bucket)."""
     if pos is None:
-        raise FusionError(f"{where}: dwc/agent_bias need positions on the video stream (pos is None)")
+        raise FusionError(f"{where}: grid pooling, dwc and agent_bias need positions on the video stream (pos is None)")
     if pos.shape[-1] != len(grid):
         raise FusionError(f"{where}: video positions have {pos.shape[-1]} coordinates but video_grid={grid} "
                           f"has {len(grid)} axes")
@@ -62,13 +62,9 @@ class GridDWC(nn.Module):
     def forward(self, v: torch.Tensor, cells: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         b, _, d = v.shape
         n_cells = math.prod(self.grid)
-        idx = cells[..., None].expand(-1, -1, d)
-        w = mask.to(v.dtype)
-        dense = v.new_zeros(b, n_cells + 1, d).scatter_add(1, idx, v * w[..., None])
-        count = v.new_zeros(b, n_cells + 1).scatter_add(1, cells, w)
-        dense = dense[:, :n_cells] / count[:, :n_cells].clamp_min(1.0)[..., None]
+        dense, _ = pool_by_index(v, cells, mask, n_cells)  # empty cells are zero
         out = self.conv(dense.transpose(1, 2).reshape(b, d, *self.grid)).reshape(b, d, n_cells).transpose(1, 2)
-        out = torch.cat([out, out.new_zeros(b, 1, d)], 1).gather(1, idx)
+        out = torch.cat([out, out.new_zeros(b, 1, d)], 1).gather(1, cells[..., None].expand(-1, -1, d))
         return zero_padded(out, mask)
 
     def macs(self) -> int:

@@ -32,7 +32,7 @@ from torch import nn
 
 from .base import (
     Fusion, FusionError, FusionOutput, StreamTokens, attend, attention_core_macs, ffn_macs,
-    linear_macs, masked_pool, pool_macs, pool_stream, register_fusion, zero_padded,
+    linear_macs, masked_pool, pool_by_index, pool_macs, pool_stream, register_fusion, zero_padded,
 )
 from .basic import average_present, concat_streams
 from .grid import GridAgentBias, GridDWC, check_grid, grid_cells
@@ -95,25 +95,7 @@ def grid_index(pos: torch.Tensor, mask: torch.Tensor, n: int, where: str) -> tor
     if g ** p != n:
         raise FusionError(f"{where}: pooling='grid' on {p}-D positions needs agents = g^{p} for an integer g, "
                           f"got agents={n} (use pooling='chunk' or 'auto')")
-    cells = (pos.detach().float() * g).floor().long().clamp(0, g - 1)
-    idx = torch.zeros_like(mask, dtype=torch.long)
-    for axis in range(p):
-        idx = idx * g + cells[..., axis]
-    return torch.where(mask, idx, torch.full_like(idx, n))
-
-
-def pool_by_index(x: torch.Tensor, idx: torch.Tensor, weights: torch.Tensor, n: int
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Weighted mean of ``x`` (B, N, d) into ``n`` buckets given by ``idx`` (B, N; value n = drop).
-
-    Returns agents (B, n, d) and their mask (B, n): False where a bucket received no weight. A
-    scatter-add, so it costs N·d adds (the MAC convention's pooling), not an N×n one-hot matmul."""
-    b, _, d = x.shape
-    w = weights.to(x.dtype)
-    num = x.new_zeros(b, n + 1, d).scatter_add(1, idx[..., None].expand(-1, -1, d), x * w[..., None])
-    den = x.new_zeros(b, n + 1).scatter_add(1, idx, w)
-    num, den = num[:, :n], den[:, :n]
-    return num / den.clamp_min(1e-12)[..., None], den > 0
+    return grid_cells(pos, mask, (g,) * p, where)  # g^p = n, so padded tokens get index n
 
 
 class AgentPool(nn.Module):
@@ -264,7 +246,6 @@ class PerStreamAgentAttention(Fusion):
         where = f"fusion {self.variant_id}"
         if (dwc or agent_bias) and "video" not in self.streams:
             raise FusionError(f"{where}: dwc/agent_bias apply to the video stream, which is not among {self.streams}")
-        self.dwc, self.agent_bias = dwc, agent_bias
         self.blocks = nn.ModuleDict({
             s: nn.ModuleList(AgentSelfBlock(d, heads, agents, pooling, mlp_ratio, where, video_grid,
                                             dwc and s == "video", agent_bias and s == "video")
