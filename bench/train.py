@@ -258,7 +258,7 @@ class _Step(nn.Module):
         return out.scores, out.box
 
 
-def _trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """A copy of what training can change: trainable parameters and buffers, not frozen backbones
     (copying a frozen 7B model each time validation improves would cost gigabytes)."""
     return {k: v.detach().clone() for k, v in model.state_dict(keep_vars=True).items()
@@ -335,7 +335,7 @@ def fit(
             record[f"val.{cfg.select_metric}"] = value
             if value > best:
                 best, result.best_epoch = value, epoch
-                best_state = _trainable_state(model)
+                best_state = trainable_state(model)
         result.history.append(record)
     if best_state is not None:
         model.load_state_dict(best_state, strict=False)
