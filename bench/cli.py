@@ -38,7 +38,9 @@ def _known_errors() -> tuple[type[BaseException], ...]:
         ("ravar_bench.adapters.weights", ("WeightsUnavailable",)),
         ("ravar_bench.data.prepared", ("PreparedDataError",)), ("ravar_bench.data.refava", ("RefAVAError",)),
         ("ravar_bench.data.detect", ("DetectorUnavailableError",)),
-        ("ravar_bench.report.collect", ("ReportError",)),
+        ("ravar_bench.report.collect", ("ReportError",)), ("ravar_bench.video", ("VideoError",)),
+        ("ravar_bench.checkpoint", ("CheckpointError",)), ("ravar_bench.predict", ("PredictError",)),
+        ("ravar_bench.data.importer", ("AnnotationError",)),
     ):
         mod = sys.modules.get(module)
         for name in names:
@@ -149,6 +151,70 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
                                   policy=args.policy, detector=args.detector, progress=not args.no_progress)
         _say(f"{split}: {len(prepared)} instances, {prepared.num_clips} clips -> {out / split}")
     _say(f"use it with --data {out}")
+    return EXIT_OK
+
+
+def cmd_data_frames(args: argparse.Namespace) -> int:
+    import time
+
+    from .data.extract import ExtractSettings, extract_videos, list_videos
+
+    src = Path(args.videos)
+    videos = [src] if src.is_file() else list_videos(src)
+    start = time.perf_counter()
+    results = extract_videos(videos, args.out, ExtractSettings(start=args.start, end=args.end),
+                             jobs=args.jobs, progress=not args.no_progress)
+    seconds = time.perf_counter() - start
+    written = sum(r.frames for r in results if r.status == "done")
+    for r in results:
+        _say(f"  {r.video_id}: {r.frames} frames ({'kept, already extracted' if r.status == 'kept' else 'written'})")
+    rate = f" in {seconds:.1f} s ({written / seconds:.0f} frames/s)" if written else ""
+    _say(f"{len(results)} video(s) -> {Path(args.out) / 'frames'}: {written} frames written{rate}")
+    _say(f"add the annotation pickles (or use `ravar-bench data import`), then `ravar-bench data check {args.out}`")
+    return EXIT_OK
+
+
+def cmd_data_import(args: argparse.Namespace) -> int:
+    from .data.importer import import_annotations
+
+    res = import_annotations(args.csv, args.videos, args.out, start=args.start, end=args.end,
+                             detector=args.detector, jobs=args.jobs, progress=not args.no_progress)
+    for split in ("train", "val", "test"):
+        _say(f"  {split}: {res.instances[split]} instances in {res.clips[split]} clips")
+    for note in res.notes:
+        _say(f"  note: {note}")
+    _say(f"RefAVA folder {res.out} ({len(res.videos)} video(s), candidates: {res.candidates}); "
+         f"check it with `ravar-bench data check {res.out}`, run with --data refava:{res.out}")
+    return EXIT_OK
+
+
+# ==================================================================================== predict
+def cmd_predict(args: argparse.Namespace) -> int:
+    import time
+
+    from .checkpoint import load_job
+    from .predict import check_texts, format_result, predict_clip, resolve_job, window_time, write_outputs
+    from .video import ImageFolder, VideoFile
+
+    texts = check_texts(args.text or [])
+    if (args.video is None) == (args.frames is None):
+        raise CLIError("predict: give exactly one of --video FILE or --frames FOLDER")
+    if args.video is not None and Path(args.video).is_dir():
+        raise CLIError(f"--video {args.video}: is a folder; pass a folder of frame images with --frames")
+    if args.frames is not None and not Path(args.frames).is_dir():
+        raise CLIError(f"--frames {args.frames}: not a folder of frame images")
+    job_dir = resolve_job(args.job, args.baseline, args.seed)
+    source = VideoFile(args.video) if args.video is not None else ImageFolder(args.frames, args.fps)
+    window_time(source.info.duration, args.time, str(source.info.path))  # before loading the model
+    start = time.perf_counter()
+    job = load_job(job_dir)
+    load_ms = (time.perf_counter() - start) * 1000
+    pred = predict_clip(job, source, texts, args.time, device=args.device, top_k=args.top)
+    pred.result["timing_ms"]["load_model"] = round(load_ms, 1)
+    written = write_outputs(pred, args.out)
+    print(format_result(pred.result))
+    print(f"wrote {written['json']} and {len(written['pictures'])} picture(s): "
+          f"{', '.join(p.name for p in written['pictures'])}")
     return EXIT_OK
 
 
@@ -324,7 +390,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 # ====================================================================================== bench
-BENCHMARKS = ("metrics", "synth", "fusion")
+BENCHMARKS = ("metrics", "synth", "fusion", "video")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -380,6 +446,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--splits", nargs="+", default=["train", "val", "test"])
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=cmd_data_prepare)
+    s = d.add_parser("frames", help="videos -> ACAR-style frames (frames/<video>/image_%%06d.jpg, 30 fps, 340 px)")
+    s.add_argument("videos", help="a folder of videos (.mp4 .mkv .webm .avi .mov) or one video file")
+    s.add_argument("--out", required=True, help="RefAVA folder to write frames/ into")
+    s.add_argument("--jobs", type=int, default=1, help="videos extracted in parallel (default 1)")
+    s.add_argument("--start", type=float, default=900.0, help="first second (default 900, AVA's; 0 for short clips)")
+    s.add_argument("--end", type=float, default=1800.0, help="last second (default 1800, AVA's; capped at the video's end)")
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(func=cmd_data_frames)
+    s = d.add_parser("import", help="your own CSV annotations + videos -> a RefAVA folder (pickles + frames)")
+    s.add_argument("csv", help="video,timestamp,person_id,x1,y1,x2,y2,sentence,actions[,split] (see docs/cli.md)")
+    s.add_argument("--videos", required=True, help="folder holding the videos the CSV names")
+    s.add_argument("--out", required=True, help="RefAVA folder to write")
+    s.add_argument("--start", type=float, default=900.0, help="first extracted second (default 900; 0 for short clips)")
+    s.add_argument("--end", type=float, default=1800.0)
+    s.add_argument("--detector", default="hog", choices=("hog", "none"), help="candidate person boxes (default hog)")
+    s.add_argument("--jobs", type=int, default=1)
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(func=cmd_data_import)
 
     def run_options(s: argparse.ArgumentParser, out_default: str | None) -> None:
         s.add_argument("--data", help="data spec: synth:<tiny|small|full>[@seed], refava:<folder>, or a "
@@ -410,6 +494,20 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("quickstart", help="run the quickstart suite on synth:small, then build its report")
     run_options(s, "runs/quickstart")
     s.set_defaults(func=cmd_quickstart, seeds=None)
+
+    s = sub.add_parser("predict", help="a stored job's model on your own video and sentences")
+    s.add_argument("job", help="a job folder RUNS/jobs/<id>, or a results directory with --baseline")
+    s.add_argument("--baseline", help="pick the job of this baseline in the results directory")
+    s.add_argument("--seed", type=int, help="with --baseline: which seed (default: the lowest)")
+    s.add_argument("--video", help="a video file")
+    s.add_argument("--frames", help="a folder of frame images (sorted by name) instead of a video")
+    s.add_argument("--fps", type=float, default=30.0, help="frame rate of --frames (default 30, ACAR's)")
+    s.add_argument("--text", action="append", help="a sentence describing one person (repeat for several)")
+    s.add_argument("--time", type=float, help="key-frame time in seconds (default: the middle)")
+    s.add_argument("--out", default="ravar-predict", help="folder for the JSON and pictures (default ravar-predict)")
+    s.add_argument("--top", type=int, default=5, help="actions printed per sentence (default 5)")
+    s.add_argument("--device", default="cpu")
+    s.set_defaults(func=cmd_predict)
 
     s = sub.add_parser("score", help="re-score a stored prediction file offline")
     s.add_argument("predictions", help="a predictions/<split>.<condition>.parquet file")

@@ -377,7 +377,7 @@ def run_job(job: Job, out: str | Path, overwrite: str = "never", run_started: fl
 
     Safe to call from any process (local loop, Ray task, torchrun rank): the decision to run is
     taken under the job's lock, on rank 0 when distributed, and broadcast to the other ranks."""
-    from . import distributed
+    from . import checkpoint, distributed
 
     if overwrite not in OVERWRITE:
         raise RunError(f"--overwrite must be one of {', '.join(OVERWRITE)}, got {overwrite!r}")
@@ -407,9 +407,10 @@ def run_job(job: Job, out: str | Path, overwrite: str = "never", run_started: fl
     try:
         if store is not None:
             store.log_event("start", job.job_id, label=job.label, seed=job.seed)
-        record, predictions = _compute(job, progress, started)
+        record, predictions, ckpt = _compute(job, progress, started)
         if store is not None:
-            store.commit(job.job_id, record, predictions, replace=True)
+            store.commit(job.job_id, record, predictions, replace=True,
+                         extra_files={checkpoint.CHECKPOINT_FILE: lambda path: checkpoint.write(ckpt, path)})
             store.log_event("done", job.job_id, label=job.label, seed=job.seed,
                             seconds=round(time.time() - started, 3))
             fault_point("after_job")
@@ -429,8 +430,8 @@ def run_job(job: Job, out: str | Path, overwrite: str = "never", run_started: fl
 
 
 def _compute(job: Job, progress: Progress | None, started: float):
-    """Train, evaluate under every condition, measure; return (record, predictions)."""
-    from . import distributed, provenance
+    """Train, evaluate under every condition, measure; return (record, predictions, checkpoint)."""
+    from . import checkpoint, distributed, provenance
     from .adapters.registry import get_adapter
     from .data.batches import dataset_info
     from .train import FitResult, TrainConfig, evaluate, fit, set_seed
@@ -441,6 +442,10 @@ def _compute(job: Job, progress: Progress | None, started: float):
     set_seed(cfg.seed)  # model initialisation is part of the seeded run
     model = get_adapter(job.adapter).build(info, job.params, where=f"baseline {job.baseline['name']!r}")
     fitted: FitResult = fit(model, splits[TRAIN_SPLIT], splits[SELECT_SPLIT], cfg, progress)
+    ckpt = checkpoint.payload(  # the selected state, before evaluation touches anything
+        model, job_id=job.job_id, config_hash=job.config_hash, protocol=PROTOCOL_VERSION,
+        adapter=job.adapter, params=job.params, seed=job.seed, train=job.train, info=info,
+        data=checkpoint.data_summary(job.data.spec, splits[TRAIN_SPLIT].meta))
 
     results: dict[str, dict[str, Any]] = {}
     predictions = {}
@@ -479,14 +484,14 @@ def _compute(job: Job, progress: Progress | None, started: float):
         "data": job.data.summary(), "splits": list(job.splits), "conditions": list(job.conditions),
         "fit": {"best_epoch": fitted.best_epoch, "steps": fitted.steps,
                 "train_seconds": round(fitted.train_seconds, 3), "history": fitted.history},
-        "results": results, "efficiency": efficiency,
+        "results": results, "efficiency": efficiency, "checkpoint": checkpoint.summary(ckpt),
         "provenance": provenance.stamp(
             job_id=job.job_id, config_hash=job.config_hash, seed=job.seed,
             data_fingerprint=job.data.fingerprint, device=distributed.resolve_device(cfg.device),
             started=started, ended=ended, world_size=distributed.current().world_size,
             extra={"adapter_source": adapter_source(job.adapter)}),
     }
-    return record, predictions
+    return record, predictions, ckpt
 
 
 HEADLINE = ("paper_v1.mIoU", "paper_v1.mAP", "paper_v1.AUROC")

@@ -31,7 +31,7 @@ import shutil
 import socket
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -420,9 +420,12 @@ class Store:
     # --------------------------------------------------------------------------- writing
     def commit(self, job_id: str, record: Mapping[str, Any],
                predictions: Mapping[tuple[str, str], tuple[Predictions, Mapping[str, Any]]],
-               replace: bool = False) -> Path:
+               replace: bool = False,
+               extra_files: Mapping[str, Callable[[Path], None]] | None = None) -> Path:
         """Write a job atomically: predictions + record.json into ``.tmp/``, fsync, rename into
         ``jobs/<job_id>``. ``predictions`` maps (split, condition) to (predictions, file metadata).
+        ``extra_files`` maps a file name in the job folder (e.g. ``checkpoint.pt``) to a function
+        that writes it; its sha256 is listed in ``files`` like the predictions'.
         With ``replace`` an existing record is moved to ``.trash`` first (and restored by
         :meth:`recover` if the process dies in between)."""
         final = self.job_dir(job_id)
@@ -438,6 +441,12 @@ class Store:
                 files[rel] = sha256_file(tmp / rel)
                 if i == len(predictions) // 2:
                     fault_point("mid_write")
+            for rel, writer in sorted((extra_files or {}).items()):
+                if "/" in rel or rel.startswith(".") or rel in ("record.json", "predictions"):
+                    raise StoreError(f"invalid extra file name {rel!r} for job {job_id}")
+                writer(tmp / rel)
+                _fsync_file(tmp / rel)
+                files[rel] = sha256_file(tmp / rel)
             full = {"format": RECORD_FORMAT, "version": RECORD_VERSION, **dict(record),
                     "job_id": job_id, "files": files}
             (tmp / "record.json").write_text(json.dumps(_jsonable(full), indent=1, allow_nan=False))

@@ -54,21 +54,28 @@ def hog_person_boxes(
     win_stride: tuple[int, int] = (8, 8),
     padding: tuple[int, int] = (8, 8),
     scale: float = 1.05,
+    upscale: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Person boxes on one RGB uint8 image (H, W, 3).
 
     Returns ``boxes`` float32 (n, 4) normalised xyxy clipped to [0, 1] and ``scores`` float32 (n,)
     in (0, 1): the SVM margin through a logistic, highest first. Images smaller than the 64x128
-    detection window give no boxes.
+    detection window give no boxes. ``upscale`` > 1 enlarges the image first, so persons shorter
+    than the 128-px window are found too (2 finds 64-px persons; 3.5x the time on a 340-px frame).
     """
     img = np.asarray(image_rgb_uint8)
     if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
         raise ValueError(f"expected an RGB uint8 image (H, W, 3), got {img.dtype} {img.shape}")
-    h, w = img.shape[:2]
+    if not upscale > 0:
+        raise ValueError(f"upscale must be > 0, got {upscale}")
+    bgr = np.ascontiguousarray(img[..., ::-1])
+    if upscale != 1.0:
+        size = (max(1, round(img.shape[1] * upscale)), max(1, round(img.shape[0] * upscale)))
+        bgr = _cv2().resize(bgr, size, interpolation=_cv2().INTER_LINEAR)
+    h, w = bgr.shape[:2]
     empty = np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)
     if h < 128 or w < 64:
         return empty
-    bgr = np.ascontiguousarray(img[..., ::-1])
     rects, weights = _hog().detectMultiScale(bgr, winStride=win_stride, padding=padding, scale=scale)
     if len(rects) == 0:
         return empty
