@@ -50,6 +50,7 @@ from torch import nn
 
 from ..protocol import Batch, DatasetInfo, ModelOutput, RavarModel
 from .common import ActionBoxHeads, roi_pool
+from .paper_configs import is_random
 from .registry import register_adapter
 from .weights import WeightsUnavailable, resolve_checkpoint
 
@@ -349,7 +350,7 @@ class AALModel(RavarModel):
         self.backbone_cfg = cfg
         self.backbone = build_backbone(cfg)
         _quiet_init(self.backbone)
-        if weights:
+        if weights and not is_random(weights):  # "random": the zoo config without load_from
             load_backbone_weights(self.backbone, weights, self.adapter_name)
         self.register_buffer("mean", torch.tensor(zoo.mean, dtype=torch.float32).view(1, 3, 1, 1, 1) / 255.0,
                              persistent=False)

@@ -48,6 +48,7 @@ from torch import nn
 
 from ..protocol import Batch, DatasetInfo, ModelOutput, Predictions, RavarModel
 from .common import ActionBoxHeads, box_features, build_text_encoder, masked_mean, roi_pool
+from .paper_configs import is_random, random_hf_model
 from .registry import register_adapter
 from .vqa import CLIP_MEAN, CLIP_STD
 from .weights import WeightsUnavailable, load_hf_pretrained
@@ -102,17 +103,18 @@ def build_detector(adapter: str, size: str, weights: str | None) -> tuple[nn.Mod
     """Tiny random OWLv2 with the open_clip BPE tokenizer, or the pretrained detector + its tokenizer."""
     from transformers import AutoTokenizer, Owlv2ForObjectDetection
 
-    if size == "tiny":
-        if weights is not None:
+    if size == "tiny" or (size == "base" and is_random(weights)):
+        if size == "tiny" and weights is not None and not is_random(weights):
             raise ValueError(f"{adapter}: parameter 'weights' needs size='base' (size='tiny' is random init)")
         try:
             from open_clip.tokenizer import SimpleTokenizer
         except ImportError as exc:
             raise WeightsUnavailable(
-                f"{adapter} (size='tiny') uses the CLIP BPE tokenizer shipped in open_clip_torch; "
+                f"{adapter} (size={size!r}) uses the CLIP BPE tokenizer shipped in open_clip_torch; "
                 "install it with pip install 'ravar-bench[openclip]'") from exc
-        bpe = SimpleTokenizer()
-        model = Owlv2ForObjectDetection(tiny_owlv2_config())
+        bpe = SimpleTokenizer()  # OWLv2's own tokenizer is this CLIP BPE vocabulary
+        model = (Owlv2ForObjectDetection(tiny_owlv2_config()) if size == "tiny"
+                 else random_hf_model(Owlv2ForObjectDetection, HUB_ID, adapter))  # published config, random init
         tok = QueryTokenizer(bpe.encode, bpe.sot_token_id, bpe.eot_token_id,
                              model.config.text_config.max_position_embeddings)
     elif size == "base":

@@ -33,6 +33,7 @@ from .common import (ActionBoxHeads, TextEncoder, TinyVideoEncoder, build_text_e
 from .fusion import Fusion, StreamTokens, build_fusion, fusion_spec
 from .fusion.agent import Mode
 from .fusion.base import zero_padded
+from .paper_configs import is_random
 from .registry import AdapterError, register_adapter
 from .weights import WeightsUnavailable
 
@@ -83,7 +84,7 @@ class RavarStreams(nn.Module):
         super().__init__()
         if dim < 2:
             raise AdapterError(f"{adapter}: parameter 'dim' must be >= 2, got {dim}")
-        if size == "tiny" and weights is not None:
+        if size == "tiny" and weights is not None and not is_random(weights):
             raise AdapterError(f"{adapter}: parameter 'weights' only applies to size='base'")
         if text_encoder == "blip2" and size != "base":
             raise AdapterError(f"{adapter}: text_encoder='blip2' needs size='base' (it is BLIP-2's Q-Former)")

@@ -47,6 +47,7 @@ from torch import nn
 from ..classes import AVA_ACTIONS
 from ..protocol import Batch, DatasetInfo, ModelOutput, RavarModel
 from .common import ActionBoxHeads
+from .paper_configs import is_random, random_hf_model
 from .registry import register_adapter
 from .weights import WeightsUnavailable, load_hf_pretrained
 
@@ -154,10 +155,17 @@ def build_video_lm(adapter: str, size: str, weights: str | None, dtype: str) -> 
     from transformers import AutoTokenizer, LlavaNextVideoForConditionalGeneration
 
     if size == "tiny":
-        if weights is not None:
+        if weights is not None and not is_random(weights):
             raise ValueError(f"{adapter}: parameter 'weights' needs size='base' (size='tiny' is random init)")
         tokenizer = _tiny_tokenizer()
         model = LlavaNextVideoForConditionalGeneration(tiny_config(tokenizer)).to(torch_dtype(dtype))
+        bos = tokenizer.cls_token_id
+    elif size == "base" and is_random(weights):
+        # The published 7B config, random init. Llama's SentencePiece tokenizer does not ship offline:
+        # the WordPiece stand-in's ids (< 30524) fit the 32064-word vocabulary, and the video tokens,
+        # inserted by id (config.video_token_index), are exactly as many as with the real tokenizer.
+        tokenizer = _tiny_tokenizer()
+        model = random_hf_model(LlavaNextVideoForConditionalGeneration, HUB_ID, adapter).to(torch_dtype(dtype))
         bos = tokenizer.cls_token_id
     elif size == "base":
         spec = weights or HUB_ID

@@ -9,7 +9,10 @@ Weights. ``size="base"`` with ``weights=None`` loads the paper-scale default (an
 pretrained tag or a Hugging Face hub id); ``weights`` may instead name another tag / hub id or a
 local path (a checkpoint file or hub-download folder for open_clip, a ``save_pretrained`` folder for
 transformers). ``size="tiny"`` with ``weights=None`` builds a small randomly initialised model of
-the same class for CPU runs. For transformers models a given ``weights`` folder or id defines the
+the same class for CPU runs. ``weights="random"`` with ``size="base"`` builds the paper-scale
+architecture with random initialisation and no network access (open_clip ``pretrained=None``,
+transformers from the published config stored in ``adapters/configs``; see ``paper_configs``);
+with ``size="tiny"`` it changes nothing. For transformers models a given ``weights`` folder or id defines the
 architecture (its config.json), whatever ``size`` says; for open_clip ``size``/``backbone`` pick
 the architecture and ``weights`` only fills it. In
 offline mode (``RAVAR_OFFLINE`` / ``HF_HUB_OFFLINE``) a hub download that is not cached fails
@@ -30,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .paper_configs import is_random, random_hf_model
 from .weights import (WeightsUnavailable, hf_cache_dir, hub_file_cached, hub_unavailable_message, is_local,
                       load_hf_pretrained, offline)
 
@@ -174,11 +178,13 @@ class ClipEncoder(VideoTextEncoder):
         if size == "tiny":
             model = CLIP(64, CLIPVisionCfg(layers=2, width=64, head_width=32, patch_size=8, image_size=64),
                          CLIPTextCfg(context_length=32, width=64, heads=2, layers=2), quick_gelu=quick_gelu)
-            if weights is not None:
+            if weights is not None and not is_random(weights):
                 open_clip.load_checkpoint(model, str(self._local_file(weights)), weights_only=True)
             return model
         if size != "base":
             raise ValueError(f"{self.adapter}: parameter 'size' must be 'tiny' or 'base', got {size!r}")
+        if is_random(weights):  # the tag's architecture from open_clip's bundled config, nothing loaded
+            return open_clip.create_model(backbone, pretrained=None, force_quick_gelu=quick_gelu)
         spec = weights or CLIP_DEFAULT_TAG
         cache = hf_cache_dir()
         if is_local(spec):
@@ -287,7 +293,7 @@ class XClipEncoder(VideoTextEncoder):
         from transformers import XCLIPConfig, XCLIPModel
 
         self.adapter = adapter
-        if weights is None and size == "tiny":
+        if (weights is None or is_random(weights)) and size == "tiny":
             self.model = XCLIPModel(XCLIPConfig(
                 text_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
                                  max_position_embeddings=max(32, max_words)),
@@ -298,6 +304,9 @@ class XClipEncoder(VideoTextEncoder):
             stats = (IMAGENET_MEAN, IMAGENET_STD)
         elif weights is None and size != "base":
             raise ValueError(f"{adapter}: parameter 'size' must be 'tiny' or 'base', got {size!r}")
+        elif is_random(weights):  # the published config of XCLIP_DEFAULT, random init
+            self.model = random_hf_model(XCLIPModel, XCLIP_DEFAULT, adapter)
+            stats = (IMAGENET_MEAN, IMAGENET_STD)
         else:
             spec = weights or XCLIP_DEFAULT
             self.model = load_hf_pretrained(XCLIPModel, spec, adapter)
@@ -388,7 +397,7 @@ class Blip2Encoder(VideoTextEncoder):
         from transformers import AutoTokenizer, Blip2Config, Blip2ForImageTextRetrieval
 
         self.adapter = adapter
-        if weights is None and size == "tiny":
+        if (weights is None or is_random(weights)) and size == "tiny":
             self.model = Blip2ForImageTextRetrieval(Blip2Config(
                 vision_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
                                    image_size=64, patch_size=8, initializer_range=0.02),
@@ -400,6 +409,10 @@ class Blip2Encoder(VideoTextEncoder):
             stats = (CLIP_MEAN, CLIP_STD)
         elif weights is None and size != "base":
             raise ValueError(f"{adapter}: parameter 'size' must be 'tiny' or 'base', got {size!r}")
+        elif is_random(weights):  # the published config of BLIP2_DEFAULT, random init, same WordPiece vocab
+            self.model = random_hf_model(Blip2ForImageTextRetrieval, BLIP2_DEFAULT, adapter)
+            self.tokenizer = self._tiny_tokenizer(AutoTokenizer) if use_text else None
+            stats = (CLIP_MEAN, CLIP_STD)
         else:
             spec = weights or BLIP2_DEFAULT
             self.model = load_hf_pretrained(Blip2ForImageTextRetrieval, spec, adapter)

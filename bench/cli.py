@@ -389,8 +389,25 @@ def cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ===================================================================================== doctor
+def cmd_doctor(args: argparse.Namespace) -> int:
+    import time
+
+    from . import doctor
+
+    start = time.perf_counter()
+    rows = doctor.run([s.strip() for s in args.suite.split(",") if s.strip()], scale=args.scale,
+                      device=args.device, cpu_max_params=args.cpu_max_params, baselines=args.baseline,
+                      progress=lambda row: _say(doctor.progress_line(row)))
+    _say(doctor.table(rows))
+    if args.csv:
+        _say(f"wrote {doctor.write_csv(rows, args.csv)}")
+    _say(doctor.summary_line(rows, time.perf_counter() - start))
+    return EXIT_OK if all(r.ok for r in rows) else EXIT_FAIL
+
+
 # ====================================================================================== bench
-BENCHMARKS = ("metrics", "synth", "fusion", "video")
+BENCHMARKS = ("metrics", "synth", "fusion", "video", "gpu")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -531,6 +548,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="output folder (default: RESULTS/report)")
     s.add_argument("--format", help="comma-separated formats, e.g. md,csv,tex,html")
     s.set_defaults(func=cmd_report)
+
+    s = sub.add_parser("doctor", help="build every baseline of some suites (paper scale: random weights) "
+                                      "and run one forward + training step at paper shapes")
+    s.add_argument("--suite", default="main,ablation,fusion,agents", help="comma-separated suites "
+                   "(default: main,ablation,fusion,agents)")
+    s.add_argument("--baseline", action="append", metavar="NAME", help="check these baselines instead of suites")
+    s.add_argument("--scale", default="paper", choices=("paper", "tiny"))
+    s.add_argument("--device", default="auto", choices=("auto", "cpu", "fake"),
+                   help="auto: CPU up to --cpu-max-params parameters, fake tensors above")
+    s.add_argument("--cpu-max-params", type=int, default=500_000_000, metavar="N")
+    s.add_argument("--csv", metavar="FILE", help="also write the table as CSV")
+    s.set_defaults(func=cmd_doctor)
 
     s = sub.add_parser("bench", help="run a benchmark script from benchmarks/")
     s.add_argument("name", choices=BENCHMARKS)

@@ -95,6 +95,9 @@ class TensorMemoryPeak(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001 (torch API)
         out = func(*args, **(kwargs or {}))
+        schema = getattr(func, "_schema", None)
+        if schema is not None and any(r.alias_info is not None for r in schema.returns):
+            return out  # a view or in-place result allocates nothing (e.g. a weight's transpose in linear)
         for item in tree_flatten(out)[0]:
             if isinstance(item, torch.Tensor) and item.device.type != "meta":
                 storage = item.untyped_storage()

@@ -42,6 +42,8 @@ def test_the_wheel_carries_every_module_and_declarative_file(wheel):
             rel = py.relative_to(ROOT / folder).as_posix()
             if not rel.startswith("adapters/"):  # bench/ does not hold the adapters
                 assert f"{package}/{rel}" in names, f"{folder}/{rel} is missing from the wheel"
+    for config in (ROOT / "adapters" / "configs").glob("*.json"):  # weights = "random" builds need them
+        assert f"ravar_bench/adapters/configs/{config.name}" in names, f"adapters/configs/{config.name} is missing"
     data = next(n.split("/share/")[0] for n in names if "/share/ravar-bench/" in n)
     for toml in (ROOT / "baselines").rglob("*.toml"):
         rel = toml.relative_to(ROOT / "baselines").as_posix()

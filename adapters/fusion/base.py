@@ -184,7 +184,8 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Te
             mask = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill(~mask, float("-inf"))
         mask = mask.to(q.dtype) + bias.to(q.dtype)
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    return out.masked_fill(empty[:, None, None, None], 0.0) if bool(empty.any()) else out
+    # unconditional: asking bool(empty.any()) would sync a GPU and cannot be answered by fake tensors
+    return out.masked_fill(empty[:, None, None, None], 0.0)
 
 
 def attention_probs(q: torch.Tensor, k: torch.Tensor, key_mask: torch.Tensor | None = None,
