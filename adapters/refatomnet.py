@@ -27,6 +27,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from ..data.person_features import DEFAULT_STAGE
 from ..protocol import Batch, DatasetInfo, ModelOutput, RavarModel
 from .common import (ActionBoxHeads, TextEncoder, TinyVideoEncoder, build_text_encoder, fixed_candidates,
                      masked_mean)
@@ -34,6 +35,7 @@ from .fusion import Fusion, StreamTokens, build_fusion, fusion_spec
 from .fusion.agent import Mode
 from .fusion.base import zero_padded
 from .paper_configs import is_random
+from .person_level import STAGE_DIM, TemporalPool
 from .registry import AdapterError, register_adapter
 from .weights import WeightsUnavailable
 
@@ -42,10 +44,12 @@ TEXT_LEN = 32
 #: BLIP-2 stage-1 model (ViT-g + Q-Former with its text path), the transformers counterpart of the
 #: LAVIS ``blip2_feature_extractor``/``pretrain`` model the released code loads.
 BLIP2_HUB_ID = "Salesforce/blip2-itm-vit-g"
+#: Frames the person stage samples per clip (size="person").
+PERSON_FRAMES = DEFAULT_STAGE.frames
 #: Number of Q-Former query tokens, i.e. video tokens in the paper setting.
 QFORMER_TOKENS = 32
 
-Size = Literal["tiny", "base"]
+Size = Literal["tiny", "person", "base"]
 TextKind = Literal["tiny", "minilm", "blip2"]
 ClassEmbed = Literal["learned", "text"]
 
@@ -84,7 +88,7 @@ class RavarStreams(nn.Module):
         super().__init__()
         if dim < 2:
             raise AdapterError(f"{adapter}: parameter 'dim' must be >= 2, got {dim}")
-        if size == "tiny" and weights is not None and not is_random(weights):
+        if size != "base" and weights is not None and not is_random(weights):
             raise AdapterError(f"{adapter}: parameter 'weights' only applies to size='base'")
         if text_encoder == "blip2" and size != "base":
             raise AdapterError(f"{adapter}: text_encoder='blip2' needs size='base' (it is BLIP-2's Q-Former)")
@@ -92,7 +96,16 @@ class RavarStreams(nn.Module):
             raise AdapterError(f"{adapter}: the location stream needs object class 0 to be 'person', "
                                f"got object_classes={info.object_classes[:3]}")
         self.location = location
-        if size == "tiny":
+        self.person = size == "person"
+        if size == "person":  # frozen person stage: one whole-frame token per sampled frame (grid F×1)
+            self.video = nn.Identity()
+            grid = (PERSON_FRAMES, 1)
+            video_dim = STAGE_DIM
+            self.video_pos = nn.Parameter(torch.zeros(grid[0], dim))
+            nn.init.normal_(self.video_pos, std=0.02)
+            self.register_buffer("grid_pos", torch.stack([(torch.arange(grid[0]) + 0.5) / grid[0],
+                                                          torch.full((grid[0],), 0.5)], -1), persistent=False)
+        elif size == "tiny":
             self.video: nn.Module = TinyVideoEncoder(dim)
             with torch.no_grad():
                 probe = self.video(torch.zeros(1, 1, 3, *info.frame_size))
@@ -112,7 +125,8 @@ class RavarStreams(nn.Module):
         self.grid: tuple[int, int] | None = grid  # the video tokens' (H, W) grid; None for Q-Former tokens
         self.n_video = grid[0] * grid[1] if grid is not None else int(getattr(self.video, "num_query_tokens", QFORMER_TOKENS))
         self.text: TextEncoder = _Blip2Text(self.video) if text_encoder == "blip2" else build_text_encoder(text_encoder, dim)
-        self.video_proj = nn.Identity() if video_dim == dim else nn.Linear(video_dim, dim)
+        self.video_proj = (nn.Sequential(nn.LayerNorm(video_dim), nn.Linear(video_dim, dim)) if self.person
+                           else nn.Identity() if video_dim == dim else nn.Linear(video_dim, dim))
         self.text_proj = nn.Identity() if self.text.dim == dim else nn.Linear(self.text.dim, dim)
         self.n_loc = info.max_candidates
         if location:
@@ -126,6 +140,8 @@ class RavarStreams(nn.Module):
                 self.class_table = None
                 e = self.class_names.shape[1]
             self.loc_proj = nn.Linear(4 + e, dim)
+            # person scale: the LS token also carries the candidate's own features (box + class + look)
+            self.loc_visual = TemporalPool(STAGE_DIM, dim, "motion", PERSON_FRAMES) if self.person else None
         if freeze:
             self.video.requires_grad_(False)
             self.text.requires_grad_(False)
@@ -149,7 +165,9 @@ class RavarStreams(nn.Module):
 
     def encode(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Backbone features: video (B, N_v, d_v), text (B, TEXT_LEN, d_t), text_mask."""
-        if self.video_pos is not None:
+        if self.person:
+            video = batch.clip_feats.float()  # (B, F, 1280): whole-frame stage features per frame
+        elif self.video_pos is not None:
             grid = self.video(batch.frames)  # (B, T, h, w, d)
             video = grid.mean(1).flatten(1, 2)  # as released: tokens averaged over frames
         else:
@@ -182,10 +200,18 @@ class RavarStreams(nn.Module):
     def _loc_tokens(self, batch: Batch) -> StreamTokens:
         if batch.cand_boxes is None:
             raise AdapterError("the location stream needs batch candidates (inputs must include 'candidates')")
-        boxes, labels, _, cand_mask = fixed_candidates(batch.cand_boxes.float(), batch.cand_labels.long(),
-                                                       batch.cand_scores, batch.cand_mask.bool(), self.n_loc)
+        boxes = batch.cand_boxes.float()
+        if self.loc_visual is not None:  # carried along so that cutting to n_loc keeps rows aligned
+            if batch.person_feats is None:
+                raise AdapterError("size='person' needs batch person features (inputs must include 'person_features')")
+            boxes = torch.cat([boxes, self.loc_visual(batch.person_feats.float())], -1)
+        boxes, labels, _, cand_mask = fixed_candidates(boxes, batch.cand_labels.long(), batch.cand_scores,
+                                                       batch.cand_mask.bool(), self.n_loc)
+        boxes, visual = boxes[..., :4], boxes[..., 4:]
         emb = self.class_table(labels) if self.class_table is not None else self.class_names[labels]
         tokens = self.loc_proj(torch.cat([boxes, emb.to(boxes.dtype)], -1))
+        if self.loc_visual is not None:
+            tokens = tokens + visual
         valid = cand_mask & (labels == 0)
         # as released: rows whose class is not "person" are multiplied by 0 after the projection
         return StreamTokens(zero_padded(tokens, valid), valid, pos=boxes, kind="loc")
@@ -198,8 +224,9 @@ class _StreamFusionModel(RavarModel):
         self.streams = streams
         self.fusion = fusion
         self.heads = ActionBoxHeads(fusion.d, info, hidden)
-        self.inputs = frozenset({"frames", "text"} | ({"candidates"} if streams.location else set()))
-        self.head_inputs = frozenset({"candidates"} if streams.location else set())
+        person = {"person_features"} if streams.person else set()
+        self.inputs = frozenset({"text"} | (person or {"frames"}) | ({"candidates"} if streams.location else set()))
+        self.head_inputs = frozenset(({"candidates"} | person) if streams.location else set())
         self.frozen_encoder = streams.frozen
 
     def encode(self, batch: Batch) -> dict[str, torch.Tensor]:

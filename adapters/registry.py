@@ -32,6 +32,7 @@ DOMAINS = ("AAL", "VTR", "VQA", "VOS", "ours", "fusion", "control", "external")
 BUILTIN_MODULES = (
     "ravar_bench.adapters.controls",
     "ravar_bench.adapters.reference",
+    "ravar_bench.adapters.person_level",
     "ravar_bench.adapters.aal",
     "ravar_bench.adapters.vtr",
     "ravar_bench.adapters.vqa",

@@ -134,6 +134,13 @@ class Baseline:
     params_tiny: dict[str, Any] | None = None
     train: dict[str, Any] = field(default_factory=dict)
     paper: PaperNumbers | None = None
+    #: the CPU-scale (person-level) adapter when it is not ``adapter`` (e.g. ``person_aal`` for the
+    #: mmaction2 rows, whose paper-scale backbones cannot learn from 96-px clips on a CPU)
+    adapter_tiny: str | None = None
+
+    def adapter_for(self, scale: str) -> str:
+        """The adapter that runs at ``scale``: ``adapter_tiny`` at "tiny" when set, else ``adapter``."""
+        return self.adapter_tiny if scale == "tiny" and self.adapter_tiny else self.adapter
 
     def params_for(self, scale: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         """Adapter parameters at ``scale``: "paper" -> [params]; "tiny" -> [params_tiny] when the
@@ -147,7 +154,8 @@ class Baseline:
 
     def summary(self) -> dict[str, Any]:
         """The baseline's description as stored in job records and suite manifests."""
-        return {"name": self.name, "adapter": self.adapter, "domain": self.domain, "title": self.title,
+        return {"name": self.name, "adapter": self.adapter, "adapter_tiny": self.adapter_tiny,
+                "domain": self.domain, "title": self.title,
                 "citation": self.citation, "paper_row": self.paper_row,
                 "paper": self.paper.as_dict() if self.paper else None}
 
@@ -172,7 +180,7 @@ def load_baseline(name: str, root: Path | None = None, check_adapter: bool = Tru
     _only(data, ("baseline", "params", "params_tiny", "train", "paper"), f"{f}: top level")
     head = _get(data, "baseline", (dict,), f"{f}", required=True)
     w = f"{f}: [baseline]"
-    _only(head, ("name", "adapter", "domain", "title", "citation", "paper_row", "notes"), w)
+    _only(head, ("name", "adapter", "adapter_tiny", "domain", "title", "citation", "paper_row", "notes"), w)
     bname = _get(head, "name", (str,), w, required=True)
     if bname != path.stem:
         raise BaselineError(f"{w}: key 'name' must equal the file name {path.stem!r}, got {bname!r}")
@@ -189,22 +197,25 @@ def load_baseline(name: str, root: Path | None = None, check_adapter: bool = Tru
         notes=_get(head, "notes", (str,), w), params=dict(params),
         params_tiny=dict(params_tiny) if params_tiny is not None else None, train=train,
         paper=_paper(data["paper"], f"{f}: [paper]") if "paper" in data else None,
+        adapter_tiny=_get(head, "adapter_tiny", (str,), w),
     )
     if check_adapter:
         validate_params(baseline, baseline.params, f"{f}: [params]")
-        if baseline.params_tiny is not None:
-            validate_params(baseline, baseline.params_tiny, f"{f}: [params_tiny]")
+        validate_params(baseline, baseline.params_for("tiny"), f"{f}: [params_tiny]", scale="tiny")
     return baseline
 
 
-def validate_params(baseline: Baseline, params: dict[str, Any], where: str) -> dict[str, Any]:
-    """Check ``params`` against the adapter's signature; errors name ``where`` and the key."""
+def validate_params(baseline: Baseline, params: dict[str, Any], where: str,
+                    scale: str = "paper") -> dict[str, Any]:
+    """Check ``params`` against the signature of the adapter that runs at ``scale``; errors name
+    ``where`` and the key."""
     from .adapters.registry import AdapterError, get_adapter
 
+    key = "adapter_tiny" if scale == "tiny" and baseline.adapter_tiny else "adapter"
     try:
-        spec = get_adapter(baseline.adapter)
+        spec = get_adapter(baseline.adapter_for(scale))
     except AdapterError as exc:
-        raise BaselineError(f"{baseline.path}: [baseline] key 'adapter': {exc}") from exc
+        raise BaselineError(f"{baseline.path}: [baseline] key {key!r}: {exc}") from exc
     try:
         return spec.validate(params, where=where)
     except AdapterError as exc:
@@ -350,7 +361,7 @@ def load_suite(name: str, root: Path | None = None, skip_missing: bool = False,
         params = dict(_get(raw, "params", (dict,), we, default={}))
         entry_train = _train_overrides(raw["train"], f"{we}.train") if "train" in raw else {}
         if check_adapter:
-            validate_params(baseline, baseline.params_for(scale, params), f"{we} ({bname}) params")
+            validate_params(baseline, baseline.params_for(scale, params), f"{we} ({bname}) params", scale)
         entries.append(SuiteEntry(index=i, baseline_name=bname, baseline=baseline,
                                   label=_get(raw, "label", (str,), we, default=baseline.title),
                                   params=params, train=entry_train))

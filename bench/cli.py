@@ -247,7 +247,8 @@ def _run(args: argparse.Namespace, suite_name: str) -> int:
         _say(f"skipping entries whose baseline file does not exist: {', '.join(suite.missing)}")
     spec = args.data or suite.data
     data = resolve_data(spec, progress=not args.no_progress and dist.is_main)
-    summary = run_suite(suite, data, args.out, seeds=args.seeds, executor=args.executor,
+    workers = args.jobs if args.jobs is not None else (1 if dist.distributed else min(4, os.cpu_count() or 1))
+    summary = run_suite(suite, data, args.out, seeds=args.seeds, executor=args.executor, workers=workers,
                         ray_address=args.ray_address, ray_cpus=args.ray_cpus, ray_job_cpus=args.ray_job_cpus,
                         ray_job_gpus=args.ray_job_gpus, overwrite=args.overwrite,
                         limit_jobs=args.limit_jobs, dry_run=args.dry_run, train_overrides=overrides,
@@ -267,6 +268,12 @@ def _run(args: argparse.Namespace, suite_name: str) -> int:
     busy = [o for o in summary.outcomes if o.status == "busy"]
     for o in busy:
         _say(f"  still running elsewhere: {o.label} seed {o.seed} ({o.job_id})")
+    if suite_name != "quickstart" and dist.is_main:  # quickstart prints it from its report
+        from .report.build import learning_line
+
+        line = learning_line(args.out, suite.name)
+        if line:
+            _say(line)
     return EXIT_FAIL if summary.failed else EXIT_OK
 
 
@@ -282,8 +289,10 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     from .report import build_report
 
     out_dir = Path(args.out) / "report"
-    build_report(args.out, "quickstart", out_dir)
+    written = build_report(args.out, "quickstart", out_dir)
     _say(f"report: {out_dir}")
+    if "txt:learning" in written:
+        _say(written["txt:learning"].read_text().strip())
     return code
 
 
@@ -488,6 +497,9 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--seeds", type=int, help="number of seeds (default: the suite's)")
         s.add_argument("--out", required=out_default is None, default=out_default, help="results directory")
         s.add_argument("--executor", default="local", choices=("local", "ray"))
+        s.add_argument("--jobs", type=int, default=None, metavar="N",
+                       help="local worker processes, one job each (default: the number of cores, at most "
+                            "4; every job uses one torch thread, so numbers do not depend on N)")
         s.add_argument("--ray-address", help="Ray cluster address (default: start a local instance)")
         s.add_argument("--ray-cpus", type=int, help="CPUs of the local Ray instance (default: all)")
         s.add_argument("--ray-job-cpus", type=float, default=1.0, help="CPUs per job (Ray task; default 1)")

@@ -200,6 +200,11 @@ class Target:
     params: dict[str, Any]
     suites: tuple[str, ...]
     label: str
+    scale: str = "paper"
+
+    @property
+    def adapter(self) -> str:
+        return self.baseline.adapter_for(self.scale)
 
 
 def targets(suites: list[str] | tuple[str, ...] = DEFAULT_SUITES, scale: str = "paper",
@@ -209,7 +214,7 @@ def targets(suites: list[str] | tuple[str, ...] = DEFAULT_SUITES, scale: str = "
     if baselines:
         for name in baselines:
             b = load_baseline(name)
-            rows[name] = Target(b, b.params_for(scale), (), b.title)
+            rows[name] = Target(b, b.params_for(scale), (), b.title, scale)
         return list(rows.values())
     for suite_name in suites:
         suite = load_suite(suite_name)
@@ -219,9 +224,9 @@ def targets(suites: list[str] | tuple[str, ...] = DEFAULT_SUITES, scale: str = "
             if key in rows:
                 old = rows[key]
                 if suite_name not in old.suites:
-                    rows[key] = Target(old.baseline, old.params, (*old.suites, suite_name), old.label)
+                    rows[key] = Target(old.baseline, old.params, (*old.suites, suite_name), old.label, scale)
                 continue
-            rows[key] = Target(entry.baseline, params, (suite_name,), entry.label)
+            rows[key] = Target(entry.baseline, params, (suite_name,), entry.label, scale)
     return list(rows.values())
 
 
@@ -230,7 +235,7 @@ def random_params(target: Target, scale: str) -> dict[str, Any]:
     from .adapters.registry import get_adapter
 
     params = dict(target.params)
-    if scale == "paper" and "weights" in get_adapter(target.baseline.adapter).parameters():
+    if scale == "paper" and "weights" in get_adapter(target.adapter).parameters():
         params["weights"] = "random"
     return params
 
@@ -310,7 +315,7 @@ def concrete(x: Any) -> float | None:
 def _build(target: Target, params: dict[str, Any], info: DatasetInfo) -> RavarModel:
     from .adapters.registry import get_adapter
 
-    return get_adapter(target.baseline.adapter).build(info, params, where=f"{target.baseline.path}: [params]")
+    return get_adapter(target.adapter).build(info, params, where=f"{target.baseline.path}: [params]")
 
 
 def _check_outputs(out: Any, batch: Batch, real: bool) -> None:
@@ -362,7 +367,7 @@ def check(target: Target, *, scale: str = "paper", device: str = "auto", cpu_max
     if device not in DEVICES:
         raise ValueError(f"doctor: --device must be one of {', '.join(DEVICES)}, got {device!r}")
     b = target.baseline
-    row = DoctorRow(baseline=b.name, label=target.label, suites=",".join(target.suites), adapter=b.adapter,
+    row = DoctorRow(baseline=b.name, label=target.label, suites=",".join(target.suites), adapter=target.adapter,
                     paper_row=b.paper_row or "", status="not built", weights=would_load(target),
                     paper=b.paper.as_dict() if b.paper else {})
     start = time.perf_counter()

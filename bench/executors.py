@@ -21,9 +21,11 @@ EXECUTORS = ("local", "ray")
 
 
 def get_executor(name: str, *, ray_address: str | None = None, ray_cpus: int | None = None,
-                 ray_job_cpus: float = 1.0, ray_job_gpus: float = 0.0):
+                 ray_job_cpus: float = 1.0, ray_job_gpus: float = 0.0, workers: int = 1):
+    if workers < 1:
+        raise RunError(f"--jobs must be >= 1, got {workers}")
     if name == "local":
-        return LocalExecutor()
+        return LocalExecutor() if workers == 1 else ProcessPoolExecutor(workers)
     if name == "ray":
         if ray_job_cpus <= 0 or ray_job_gpus < 0:
             raise RunError(f"--ray-job-cpus must be > 0 and --ray-job-gpus >= 0, got {ray_job_cpus}, {ray_job_gpus}")
@@ -119,6 +121,59 @@ class LocalExecutor:
         else:
             outcomes += [JobOutcome(j.job_id, "busy", j.label, j.seed) for j in busy]
         return outcomes
+
+
+def _pool_job(job: Job, out: str, overwrite: str, run_started: float) -> JobOutcome:
+    return run_job(job, out, overwrite, run_started)
+
+
+class ProcessPoolExecutor:
+    """``--jobs N``: N local worker processes, one job each at a time. Every job runs on one
+    torch thread whatever the executor (``runner.JOB_THREADS``), so the numbers are the same as
+    with ``--jobs 1``; the store's locks and atomic commits make concurrent writers safe. The
+    person-stage features of the splits are computed first, one split per worker."""
+
+    name = "local"
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+
+    def run(self, jobs: Sequence[Job], out: Path, *, overwrite: str, run_started: float,
+            progress: bool = True, wait_for_others: bool = True) -> list[JobOutcome]:
+        import concurrent.futures as cf
+        import multiprocessing
+
+        from .runner import warm_person_features
+
+        outcomes, busy = [], []
+        ctx = multiprocessing.get_context("spawn")  # no fork of a process that holds torch threads
+        with cf.ProcessPoolExecutor(self.workers, mp_context=ctx) as pool:
+            for f in [pool.submit(warm_person_features, path) for path in _feature_splits(jobs)]:
+                f.result()
+            futures = {pool.submit(_pool_job, job, str(out), overwrite, run_started): job for job in jobs}
+            bar = _bar(len(jobs), progress, f"jobs ({self.workers} workers)")
+            try:
+                for f in cf.as_completed(futures):
+                    outcome = f.result()
+                    (busy.append(futures[f]) if outcome.status == "busy" else outcomes.append(outcome))
+                    bar.set_postfix_str(f"{outcome.label} seed {outcome.seed}: {outcome.status}", refresh=True)
+                    bar.update(1)
+            finally:
+                bar.close()
+        if busy and wait_for_others:
+            outcomes += _wait_for_busy(busy, out, overwrite, run_started)
+        return outcomes
+
+
+def _feature_splits(jobs: Sequence[Job]) -> list[str]:
+    """Prepared split folders that some job reads person-stage features from."""
+    from .runner import person_stage_provenance
+
+    paths: dict[str, None] = {}
+    for job in jobs:
+        if person_stage_provenance(job):
+            paths.update(dict.fromkeys(job.data.paths.values()))
+    return list(paths)
 
 
 def _ray_task(job: Job, out: str, overwrite: str, run_started: float) -> JobOutcome:

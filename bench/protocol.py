@@ -25,7 +25,7 @@ from torch import nn
 KEY_SEP = "___"
 
 #: Inputs an adapter may ask the loop to put into a batch.
-INPUT_FIELDS = frozenset({"frames", "key_frame", "text", "candidates"})
+INPUT_FIELDS = frozenset({"frames", "key_frame", "text", "candidates", "person_features"})
 
 
 def make_key(video_id: str, timestamp: int | str, person_id: int | str) -> str:
@@ -56,6 +56,9 @@ class Batch:
     cand_mask   bool (B, K) True where a candidate exists (rows are padded to K).
     gt_box      float (B, 4) and labels float (B, 80): targets, used by the loss only.
     index       long (B,) row of each instance in its split, so cached features can be looked up.
+    person_feats float (B, K, F, D) frozen person-stage features of every candidate on F frames
+                (``ravar_bench.data.person_features``), zeros where ``cand_mask`` is False.
+    clip_feats  float (B, F, D) the same backbone on the whole frames (clip-level context).
     """
 
     keys: list[str]
@@ -69,6 +72,8 @@ class Batch:
     cand_labels: torch.Tensor | None = None
     cand_scores: torch.Tensor | None = None
     cand_mask: torch.Tensor | None = None
+    person_feats: torch.Tensor | None = None
+    clip_feats: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.keys)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .baselines import Suite
+from .data.prepared import cache_root
 from .store import Store, StoreError, canonical_json, fault_point
 
 #: Bump when the meaning of a job changes (what a job computes or how it is scored), so that old
@@ -39,11 +40,6 @@ class RunError(RuntimeError):
 
 
 # =========================================================================== data specifications
-def cache_root() -> Path:
-    """``$RAVAR_CACHE`` or ``~/.cache/ravar-bench``: generated and prepared data live here."""
-    return Path(os.environ.get("RAVAR_CACHE", Path.home() / ".cache" / "ravar-bench")).expanduser()
-
-
 INDEX_FILE = "ravar-data.json"  # {"spec": ..., "splits": {split: relative path}} in a data folder
 
 
@@ -311,12 +307,13 @@ def expand(suite: Suite, data: DataRef, seeds: int | None = None,
     jobs, seen = [], set()
     for entry in suite.entries:
         base_train = resolve_train(suite, entry, train_overrides)
-        params = resolve_params(entry.baseline.adapter, entry.baseline.params_for(suite.scale, entry.params))
+        adapter = entry.baseline.adapter_for(suite.scale)
+        params = resolve_params(adapter, entry.baseline.params_for(suite.scale, entry.params))
         for s in range(n_seeds):
             seed = int(base_train["seed"]) + s
             train = {**base_train, "seed": seed, "betas": list(base_train["betas"])}
             job = Job(suite=suite.name, entry=entry.index, label=entry.label,
-                      baseline=entry.baseline.summary(), adapter=entry.baseline.adapter,
+                      baseline=entry.baseline.summary(), adapter=adapter,
                       params=params, train=train, seed=seed, data=data, splits=suite.splits,
                       conditions=conditions, bootstrap=suite.bootstrap, efficiency=suite.efficiency,
                       scale=suite.scale)
@@ -429,7 +426,44 @@ def run_job(job: Job, out: str | Path, overwrite: str = "never", run_started: fl
     return outcome
 
 
+#: Torch threads of every job. Float reductions depend on the thread count, so a published number
+#: must not: each job runs on one thread (CPU jobs are small; parallelism comes from ``--jobs N``).
+JOB_THREADS = 1
+
+
+def person_stage_provenance(job: Job) -> dict[str, Any]:
+    """The person-stage config and weights identity, for jobs whose adapter reads it."""
+    from .adapters.registry import get_adapter
+    from .data.backbones import BACKBONES
+    from .data.person_features import DEFAULT_STAGE, STAGE_VERSION
+
+    cls = get_adapter(job.adapter).cls
+    if "person_features" not in getattr(cls, "head_inputs", frozenset()) and job.params.get("size") != "person":
+        return {}
+    return {"person_stage": {**asdict(DEFAULT_STAGE), "version": STAGE_VERSION,
+                             "weights": BACKBONES[DEFAULT_STAGE.backbone].weights_id()}}
+
+
+def warm_person_features(path: str) -> str:
+    """Compute (or find) the person-stage cache of one prepared split: the first step of a pool."""
+    from .data.person_features import features_for
+    from .data.prepared import PreparedSplit
+
+    return features_for(PreparedSplit.load(path), progress=False).key
+
+
 def _compute(job: Job, progress: Progress | None, started: float):
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(JOB_THREADS)
+    try:
+        return _compute_pinned(job, progress, started)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _compute_pinned(job: Job, progress: Progress | None, started: float):
     """Train, evaluate under every condition, measure; return (record, predictions, checkpoint)."""
     from . import checkpoint, distributed, provenance
     from .adapters.registry import get_adapter
@@ -489,7 +523,8 @@ def _compute(job: Job, progress: Progress | None, started: float):
             job_id=job.job_id, config_hash=job.config_hash, seed=job.seed,
             data_fingerprint=job.data.fingerprint, device=distributed.resolve_device(cfg.device),
             started=started, ended=ended, world_size=distributed.current().world_size,
-            extra={"adapter_source": adapter_source(job.adapter)}),
+            extra={"adapter_source": adapter_source(job.adapter), "torch_threads": JOB_THREADS,
+                   **person_stage_provenance(job)}),
     }
     return record, predictions, ckpt
 
@@ -578,7 +613,7 @@ def job_status(store: Store, job: Job) -> str:
 
 
 def run_suite(suite: Suite, data: DataRef, out: str | Path, *, seeds: int | None = None,
-              executor: str = "local", ray_address: str | None = None, ray_cpus: int | None = None,
+              executor: str = "local", workers: int = 1, ray_address: str | None = None, ray_cpus: int | None = None,
               ray_job_cpus: float = 1.0, ray_job_gpus: float = 0.0, overwrite: str = "never", limit_jobs: int | None = None, dry_run: bool = False,
               train_overrides: dict[str, Any] | None = None, progress: bool = True,
               wait_for_others: bool = True) -> RunSummary:
@@ -618,8 +653,10 @@ def run_suite(suite: Suite, data: DataRef, out: str | Path, *, seeds: int | None
                            "all ranks together)")
         n = distributed.broadcast_int(len(todo) if dist.is_main else 0)
         todo = _agree(todo if dist.is_main else [], jobs, n)
+    if workers > 1 and dist.distributed:
+        raise RunError("--jobs N runs N local processes; under torchrun use --jobs 1")
     runner = get_executor(executor, ray_address=ray_address, ray_cpus=ray_cpus,
-                          ray_job_cpus=ray_job_cpus, ray_job_gpus=ray_job_gpus)
+                          ray_job_cpus=ray_job_cpus, ray_job_gpus=ray_job_gpus, workers=workers)
     summary.outcomes += runner.run(todo, Path(out), overwrite=overwrite, run_started=started,
                                    progress=progress and dist.is_main, wait_for_others=wait_for_others)
     summary.seconds = time.time() - started

@@ -20,6 +20,7 @@ from ravar_bench.metrics.bootstrap import bootstrap_replicates
 from ravar_bench.report import (
     ReportError, build_report, format_explain_gap, paper_for_predictions,
 )
+from ravar_bench.report.build import write_report
 from ravar_bench.report.collect import CollectOptions, collect
 from ravar_bench.report.demo import DemoSystem, demo_predictions, demo_split, write_demo_store
 from ravar_bench.report import plots
@@ -430,3 +431,30 @@ def test_paper_numbers_for_a_prediction_file(demo):
     assert paper_for_predictions(small / "val.none.parquet") == (None, "paper")
     prior = store.job_dir(jobs["Prior"]) / "predictions" / "test.none.parquet"
     assert paper_for_predictions(prior)[0] is None
+
+
+def test_did_it_learn_flags_rows_at_the_prior_and_not_learners(tmp_path):
+    """Both ways: a learner is not flagged; a second prior and a model whose encoder output is
+    zeroed (its scores ignore the input, plus noise) are; the run ends with one line saying so."""
+    systems = (DemoSystem("p", "Prior", "control", signal=0.0, adapter="prior"),
+               DemoSystem("learner", "Learner", "VTR", signal=1.0),
+               DemoSystem("prior_copy", "Prior again", "control", signal=0.0, seed_jitter=0.0),
+               DemoSystem("zeroed", "Encoder zeroed", "ours", signal=0.0))
+    write_demo_store(tmp_path / "store", tmp_path / "data", systems=systems, seeds=2, suite="learn",
+                     bootstrap=200)
+    lb = collect(tmp_path / "store", "learn", CollectOptions(n_resamples=200))
+    flag = {r.label: r.above_prior for r in lb.rows if r.kind != "reference"}
+    assert flag == {"Prior": None, "Learner": True, "Prior again": False, "Encoder zeroed": False}
+    assert "Prior again" in lb.learning_summary() and "Encoder zeroed" in lb.learning_summary()
+    written = write_report(lb, tmp_path / "report", ("md", "html"))
+    assert "| NO |" in written["md"].read_text().replace("**", "")
+    assert "not above the prior" in written["html"].read_text()
+    assert written["txt:learning"].read_text().startswith("did it learn? 1/3")
+
+
+def test_a_run_where_nothing_learned_says_so(tmp_path):
+    systems = (DemoSystem("p", "Prior", "control", signal=0.0, adapter="prior"),
+               DemoSystem("flat", "Flat", "ours", signal=0.0))
+    write_demo_store(tmp_path / "store", tmp_path / "data", systems=systems, seeds=2, suite="flat")
+    line = collect(tmp_path / "store", "flat", CollectOptions(n_resamples=200)).learning_summary()
+    assert line.startswith("did it learn? NO learned model is above the prior")

@@ -65,7 +65,7 @@ def test_synthetic_references_frame_the_table(report, synth):
     page = report.read_text(encoding="utf-8")
     assert "References (analytic values of the synthetic data)" in page
     for name, label in (("prior_only", "prior-only (analytic)"),
-                        ("text_blind", "text-blind (analytic)"), ("oracle", "oracle (analytic)")):
+                        ("text_blind", "text-blind, perfect perception (analytic upper bound)"), ("oracle", "oracle (analytic)")):
         row = page.split(f">{label}<", 1)[1].split("</tr>", 1)[0]
         assert f"{refs['test'][name]['mAP']:.2f}" in row and f"{refs['val'][name]['mIoU']:.2f}" in row
 

@@ -6,17 +6,19 @@ them identically and no cache has to be rebuilt for them.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from ..protocol import INPUT_FIELDS, Batch, DatasetInfo
-from .prepared import PreparedSplit, train_statistics
+from .prepared import FrameTransform, PreparedSplit, train_statistics
 
-#: A frame transform: uint8 (T, H, W, 3) RGB clip and a numpy Generator -> uint8 clip.
-FrameTransform = Callable[[np.ndarray, np.random.Generator], np.ndarray]
+if TYPE_CHECKING:
+    from .person_features import PersonFeatures
+
 
 CONTROLS = ("none", "text_swap", "location_drop")
 
@@ -92,6 +94,7 @@ class BatchLoader:
         self.shuffle, self.seed, self.controls, self.perturb = shuffle, seed, controls, perturb
         self.epoch = 0
         self._partner = text_swap_partner(split) if controls.text_swap else None
+        self._person: PersonFeatures | None = None
 
     def __len__(self) -> int:
         return (len(self.split) + self.batch_size - 1) // self.batch_size
@@ -125,10 +128,13 @@ class BatchLoader:
         if "text" in self.inputs:
             src = rows if self._partner is None else self._partner[rows]
             batch.text = [s.texts[i] for i in src]
-        if "candidates" in self.inputs:
+        if "candidates" in self.inputs or "person_features" in self.inputs:
             mask = np.asarray(s.cand_mask[clips]).copy()
             if self.controls.location_drop:
                 mask[:] = False
+        if "person_features" in self.inputs:
+            batch.person_feats, batch.clip_feats = self.person_features().gather(clips, mask)
+        if "candidates" in self.inputs:
             batch.cand_boxes = torch.as_tensor(np.asarray(s.cand_boxes[clips]), dtype=torch.float32)
             batch.cand_labels = torch.as_tensor(np.asarray(s.cand_labels[clips]), dtype=torch.long)
             batch.cand_scores = torch.as_tensor(np.asarray(s.cand_scores[clips]), dtype=torch.float32)
@@ -136,6 +142,15 @@ class BatchLoader:
             batch.cand_boxes[~batch.cand_mask] = 0.0
             batch.cand_scores[~batch.cand_mask] = 0.0
         return batch
+
+    def person_features(self) -> "PersonFeatures":
+        """The split's person-stage features (cached on disk; under a perturbation, computed from
+        the perturbed frames once per loader)."""
+        if self._person is None:
+            from .person_features import features_for
+
+            self._person = features_for(self.split, perturb=self.perturb, seed=self.seed)
+        return self._person
 
     def _rng(self, row: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, 7919, row])

@@ -1,6 +1,6 @@
 """The seven test-time perturbations of the RefAtomNet code (spec §4.4), written in numpy.
 
-Each is a :data:`~ravar_bench.data.batches.FrameTransform`: a uint8 RGB clip (T, H, W, 3) and a
+Each is a :data:`~ravar_bench.data.prepared.FrameTransform`: a uint8 RGB clip (T, H, W, 3) and a
 numpy Generator in, a uint8 clip of the same shape out. The batch loader applies it to the clip
 and, separately, to the key frame as a 1-frame clip, with a generator seeded per instance, so
 results are reproducible and independent of batch size.

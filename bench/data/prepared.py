@@ -27,6 +27,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -44,6 +45,15 @@ _DTYPES = {
     "key_frames": np.uint8, "cand_boxes": np.float32, "cand_labels": np.int16,
     "cand_scores": np.float32, "cand_mask": np.bool_,
 }
+
+
+#: A frame transform: uint8 (T, H, W, 3) RGB clip and a numpy Generator -> uint8 clip.
+FrameTransform = Callable[[np.ndarray, np.random.Generator], np.ndarray]
+
+
+def cache_root() -> Path:
+    """``$RAVAR_CACHE`` or ``~/.cache/ravar-bench``: generated and prepared data and feature caches."""
+    return Path(os.environ.get("RAVAR_CACHE", Path.home() / ".cache" / "ravar-bench")).expanduser()
 
 
 class PreparedDataError(ValueError):

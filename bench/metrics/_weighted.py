@@ -138,8 +138,12 @@ class WeightedEngine:
             sample_sums["has"] = self.has_g
         table = np.stack(list(sample_sums.values()), axis=1)  # (K, S) per-cluster sums
         step = max(1, _GATHER_CELLS // (8 * self.n_clusters))
-        sums = np.concatenate([mult[lo:lo + step].astype(np.float64) @ table
-                               for lo in range(0, r, step)])
+        # einsum's own loop (not BLAS) per column: a sum's rounding must not depend on which
+        # other metrics share the call, nor on the BLAS thread count
+        sums = np.concatenate([
+            np.stack([np.einsum("rk,k->r", mult[lo:lo + step].astype(np.float64), table[:, j])
+                      for j in range(table.shape[1])], axis=1)
+            for lo in range(0, r, step)])
         col = dict(zip(sample_sums, sums.T))
         total = col["total"]
         st = Stats()

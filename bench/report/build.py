@@ -94,6 +94,9 @@ def write_report(lb: Leaderboard, out_dir: str | Path,
                                                   to_csv(lb.per_class["rows"]))
         if "html" in fmts:
             written["html"] = _write(out / "report.html", html_mod.render(lb, captions))
+        line = lb.learning_summary()
+        if line is not None:  # "did it learn?" in one line, for the end of run / quickstart
+            written["txt:learning"] = _write(out / "did_it_learn.txt", line + "\n")
     finally:
         if tmp_plots is not None:
             shutil.rmtree(tmp_plots, ignore_errors=True)
@@ -128,7 +131,8 @@ def build_report(results_dir: str | Path, suite_name: str | None, out_dir: str |
       no longer exist (ground truth for CIs, significance and per-class AP).
 
     Returns {what: path}: "md", "tex", "csv", "html", "csv:cells", "csv:significance",
-    "csv:significance_matrix", "csv:per_class", and "png:<plot>" for each plot drawn.
+    "csv:significance_matrix", "csv:per_class", "txt:learning" (the "did it learn?" line) and
+    "png:<plot>" for each plot drawn.
     Raises :class:`ReportError` (a one-line message naming the directory, suite or parameter).
     """
     if paper_split is not None and paper_split not in ("val", "test"):
@@ -147,3 +151,8 @@ def build_report(results_dir: str | Path, suite_name: str | None, out_dir: str |
         paper_split=paper_split, n_resamples=n_resamples, alpha=alpha, data_dir=data_dir,
         significance=significance))
     return write_report(lb, out_dir, fmts)
+
+
+def learning_line(results_dir: str | Path, suite_name: str | None) -> str | None:
+    """The "did it learn?" line of a results directory (learned rows against the prior row)."""
+    return collect(results_dir, suite_name, CollectOptions(significance=False)).learning_summary()

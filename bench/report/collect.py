@@ -24,7 +24,7 @@ from ravar_bench.store import Store, StoreError, canonical_json, load_results, m
 
 from .columns import HEADLINE, PAPER_METRICS, STRICT_HEADLINE, metric
 from .model import Cell, Leaderboard, PaperRef, Row
-from .stats import (percentile_interval, pooled_ci, quiet_bootstrap, seed_mean_replicates,
+from .stats import (above_reference, percentile_interval, pooled_ci, quiet_bootstrap, seed_mean_replicates,
                     significance_matrix)
 
 SPLIT_ORDER = ("train", "val", "test")
@@ -241,7 +241,7 @@ def efficiency(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- references
-REFERENCE_LABELS = {"prior_only": "prior-only (analytic)", "text_blind": "text-blind (analytic)",
+REFERENCE_LABELS = {"prior_only": "prior-only (analytic)", "text_blind": "text-blind, perfect perception (analytic upper bound)",
                     "oracle": "oracle (analytic)"}
 
 
@@ -469,6 +469,7 @@ def _finish(lb: Leaderboard, store: Store, entries: list[Entry], manifest: dict 
     elif lb.rows:
         best = max(lb.of_kind("entry") or lb.rows, key=lambda r: _finite(r.headline(lb.paper_split)))
         best.is_best = True
+    _check_learning(lb, replicates, opt.alpha)
     _per_class(lb, entries, truth)
     _sweep(lb, entries)
     paths = sorted({(((r.get("data") or {}).get("splits") or {}).get(s) or {}).get("path")
@@ -500,6 +501,24 @@ def _finish(lb: Leaderboard, store: Store, entries: list[Entry], manifest: dict 
         if manifest.get("missing_baselines"):
             lb.notes.append("suite entries skipped (no baseline file): "
                             + ", ".join(manifest["missing_baselines"]))
+
+
+def _check_learning(lb: Leaderboard, replicates: dict[str, np.ndarray], alpha: float) -> None:
+    """"Did it learn?": every learned row with replicates against the prior row (adapter
+    ``prior``) of the same report, on the paired headline replicates."""
+    priors = [r for r in lb.rows if r.adapter == "prior" and r.id in replicates]
+    if not priors:
+        return
+    prior = priors[0]
+    tested = [r for r in lb.rows if r.id in replicates and r.adapter != "prior"]
+    for r, (above, lo, hi) in zip(tested, above_reference([replicates[r.id] for r in tested],
+                                                          replicates[prior.id], alpha)):
+        r.above_prior, r.vs_prior = above, (lo, hi)
+    flat = lb.not_learned()
+    if flat:
+        lb.notes.append(f"not above the prior ({lb.paper_split} {HEADLINE}, paired bootstrap, "
+                        f"α = {alpha}): " + ", ".join(r.label for r in flat)
+                        + ". A learned model at the prior shows nothing: see 'did it learn?'.")
 
 
 def _finite(v: float) -> float:

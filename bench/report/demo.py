@@ -165,7 +165,7 @@ def write_demo_store(out: str | Path, data_dir: str | Path | None = None, *,
                bootstrap=bootstrap, entries=tuple(entries))
     conditions = tuple(c.name for c in suite_conditions(st))
     jobs = [Job(suite=suite, entry=e.index, label=e.label, baseline=e.baseline.summary(),
-                adapter=e.baseline.adapter, params=e.baseline.params_for("tiny"),
+                adapter=e.baseline.adapter_for("tiny"), params=e.baseline.params_for("tiny"),
                 train={"seed": s, "epochs": 0}, seed=s, data=ref, splits=("val", "test"),
                 conditions=conditions, bootstrap=bootstrap)
             for e in entries for s in range(seeds)]

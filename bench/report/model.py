@@ -90,6 +90,9 @@ class Row:
     differs_from_best: bool | None = None
     is_best: bool = False
     note: str = ""
+    #: "did it learn?": headline above the prior row's (paired bootstrap); None = not tested
+    above_prior: bool | None = None
+    vs_prior: tuple[float, float] | None = None  # CI of (row − prior) on the headline
 
     def cell(self, split: str, key: str, condition: str = "none") -> Cell | None:
         return self.cells.get((split, condition, key))
@@ -130,6 +133,24 @@ class Leaderboard:
     generated: str = ""
     versions: dict[str, str] = field(default_factory=dict)
     n_resamples: int = 0
+
+    def not_learned(self) -> list[Row]:
+        """Learned rows whose headline is not above the prior's (see ``Row.above_prior``)."""
+        return [r for r in self.rows if r.above_prior is False]
+
+    def learning_summary(self) -> str | None:
+        """One line for the end of a run: None when no row was tested against the prior."""
+        tested = [r for r in self.rows if r.above_prior is not None]
+        if not tested:
+            return None
+        flat = self.not_learned()
+        if len(flat) == len(tested):
+            return (f"did it learn? NO learned model is above the prior ({self.paper_split} "
+                    f"{HEADLINE}, paired bootstrap): check the features and the training curves")
+        if flat:
+            return (f"did it learn? {len(tested) - len(flat)}/{len(tested)} learned rows are above the "
+                    f"prior; not above it: {', '.join(r.label for r in flat)}")
+        return f"did it learn? all {len(tested)} learned rows are above the prior (paired bootstrap)"
 
     def of_kind(self, kind: str) -> list[Row]:
         return [r for r in self.rows if r.kind == kind]

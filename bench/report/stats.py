@@ -43,6 +43,19 @@ def percentile_interval(values: np.ndarray, alpha: float = 0.05,
     return _interval(np.asarray(values, dtype=np.float64), alpha, point)
 
 
+def above_reference(replicates: Sequence[np.ndarray], reference: np.ndarray, alpha: float = 0.05
+                    ) -> list[tuple[bool, float, float]]:
+    """"Did it learn?": for each row, whether its paired replicates lie above the reference row's
+    (the lower end of the percentile interval of the paired difference is > 0), with that interval.
+    The same paired cluster resamples as the significance matrix, one comparison per row."""
+    ref = np.asarray(reference, dtype=np.float64)
+    out = []
+    for rep in replicates:
+        lo, hi = percentile_interval(np.asarray(rep, dtype=np.float64) - ref, alpha)
+        out.append((bool(np.isfinite(lo) and lo > 0), float(lo), float(hi)))
+    return out
+
+
 def bootstrap_p_value(diffs: np.ndarray) -> float:
     """Two-sided bootstrap p-value of a difference, the convention of ``paired_bootstrap``:
     ``min(1, 2 min(1 + #{d <= 0}, 1 + #{d >= 0}) / (1 + R))`` over the finite replicates."""

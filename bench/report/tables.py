@@ -101,6 +101,11 @@ def leaderboard_table(lb: Leaderboard) -> Table:
         cols.append(Column("sig.", "compact letters: rows sharing a letter do not differ "
                            f"significantly in {header(ps, HEADLINE)} (paired cluster bootstrap, "
                            "Holm-adjusted, α = 0.05); † = differs from the best row", "l"))
+    show_learned = any(r.above_prior is not None for r in lb.rows)
+    if show_learned:
+        cols.append(Column("learned?", f"did it learn? yes = {header(ps, HEADLINE)} above the prior row "
+                           "(paired cluster bootstrap, 95 % CI of the difference above 0); "
+                           "NO = not above the prior: the row shows nothing", "l"))
     rows = []
     rank = 0
     for r in lb.ordered():
@@ -117,6 +122,9 @@ def leaderboard_table(lb: Leaderboard) -> Table:
         if show_sig:
             mark = r.letters + (" †" if r.differs_from_best else "")
             cells.append(Txt(mark or DASH))
+        if show_learned:
+            cells.append(Txt(DASH if r.above_prior is None else "yes" if r.above_prior else "NO",
+                             strong=r.above_prior is False))
         rows.append((r.kind, cells))
     notes = [CI_NOTE]
     if any(c.ci == "pooled" for r in lb.rows for c in r.cells.values()):
