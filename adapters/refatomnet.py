@@ -44,8 +44,6 @@ TEXT_LEN = 32
 #: BLIP-2 stage-1 model (ViT-g + Q-Former with its text path), the transformers counterpart of the
 #: LAVIS ``blip2_feature_extractor``/``pretrain`` model the released code loads.
 BLIP2_HUB_ID = "Salesforce/blip2-itm-vit-g"
-#: Frames the person stage samples per clip (size="person").
-PERSON_FRAMES = DEFAULT_STAGE.frames
 #: Number of Q-Former query tokens, i.e. video tokens in the paper setting.
 QFORMER_TOKENS = 32
 
@@ -99,7 +97,7 @@ class RavarStreams(nn.Module):
         self.person = size == "person"
         if size == "person":  # frozen person stage: one whole-frame token per sampled frame (grid F×1)
             self.video = nn.Identity()
-            grid = (PERSON_FRAMES, 1)
+            grid = (len(DEFAULT_STAGE.frame_indices(info.num_frames)), 1)
             video_dim = STAGE_DIM
             self.video_pos = nn.Parameter(torch.zeros(grid[0], dim))
             nn.init.normal_(self.video_pos, std=0.02)
@@ -141,7 +139,7 @@ class RavarStreams(nn.Module):
                 e = self.class_names.shape[1]
             self.loc_proj = nn.Linear(4 + e, dim)
             # person scale: the LS token also carries the candidate's own features (box + class + look)
-            self.loc_visual = TemporalPool(STAGE_DIM, dim, "motion", PERSON_FRAMES) if self.person else None
+            self.loc_visual = TemporalPool(STAGE_DIM, dim, "motion", info.num_frames) if self.person else None
         if freeze:
             self.video.requires_grad_(False)
             self.text.requires_grad_(False)

@@ -245,8 +245,11 @@ def test_baseline_files_name_real_adapters_and_zoo_weights(stem, info):
     spec = get_adapter(data["baseline"]["adapter"])
     assert data["baseline"]["name"] == stem and data["baseline"]["domain"] == spec.domain == "AAL"
     spec.validate(data["params"], f"baselines/{stem}.toml [params]")
-    spec.validate(data["params_tiny"], f"baselines/{stem}.toml [params_tiny]")
-    assert data["params"]["size"] == "base" and data["params_tiny"]["size"] == "tiny"
+    # CPU scale: the person-level AAL adapter (per-person RoI features of the frozen person stage)
+    tiny = get_adapter(data["baseline"]["adapter_tiny"])
+    assert tiny.name == "person_aal" and tiny.domain == "AAL"
+    tiny.validate(data["params_tiny"], f"baselines/{stem}.toml [params_tiny]")
+    assert data["params"]["size"] == "base"
     family = spec.cls.family
     assert data["params"]["weights"] == aal.FAMILIES[family].weights
     TrainConfig.from_dict(data.get("train", {}), f"baselines/{stem}.toml [train]")

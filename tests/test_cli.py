@@ -83,7 +83,7 @@ def test_list_shows_adapters_with_origin_baselines_and_suites(env, capsys):
     assert "text_only" in out and "control" in out and "builtin" in out
     assert "baselines (3)" in out and "video_only" in out
     assert "mini" in out and "2 entries x 1 seeds" in out and "2 conditions" in out
-    assert "quickstart" in out and "missing baseline files: text_only_minilm, cand_pool, x3d" in out  # named
+    assert "quickstart" in out and "missing baseline files: text_only_minilm, text_blind_persons, x3d" in out  # named
     code, out, _ = run(capsys, "list", "adapters")
     assert code == 0 and "baselines (" not in out
 
@@ -156,8 +156,23 @@ def test_run_dry_run_and_resume(env, results, capsys):
 
 def test_progress_bars_show_jobs_and_training(env, tmp_path, capsys):
     code, _, err = run(capsys, "run", "mini", "--data", str(env["data"]), "--out", str(tmp_path / "o"),
-                       "--limit-jobs", "1")
+                       "--limit-jobs", "1", "--jobs", "1")
     assert code == 0 and "jobs: 100%" in err and "1/1" in err
+
+
+def test_worker_processes_give_the_same_numbers_as_one_process(env, tmp_path, capsys):
+    """--jobs N: every job runs on one torch thread in its worker, so records match --jobs 1."""
+    from ravar_bench.store import Store
+
+    outs = {}
+    for n in ("1", "2"):
+        code, out, err = run(capsys, "run", "mini", "--data", str(env["data"]), "--out", str(tmp_path / n),
+                             "--jobs", n, "--no-progress")
+        assert code == 0, out + err
+        store = Store(tmp_path / n)
+        outs[n] = {j: store.record(j)["results"] for j in store.job_ids()}
+        assert all(store.record(j)["provenance"]["torch_threads"] == 1 for j in store.job_ids())
+    assert outs["1"] == outs["2"] and len(outs["1"]) == 2
 
 
 def test_score_rescores_a_stored_file_to_the_stored_numbers(env, results, capsys):
@@ -203,7 +218,7 @@ def test_quickstart_runs_the_real_suite_skipping_missing_baselines(env, tmp_path
     code, out, _ = run(capsys, "quickstart", "--data", str(env["data"]), "--out", str(tmp_path / "q"), "--dry-run")
     assert code == 0
     assert "skipping entries whose baseline file does not exist" in out and "x3d" in out
-    assert out.count(" pending ") == 2 * 2  # prior and video_only (the env's files) x the suite's 2 seeds
+    assert out.count(" pending ") == 2 * 3  # prior and video_only (the env's files) x the suite's 3 seeds
 
 
 # ---------------------------------------------------------------------------------------- data

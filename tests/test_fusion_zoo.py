@@ -425,7 +425,7 @@ def test_baseline_file(name, split):
     assert head["name"] == name and head["adapter"] == "fusion_model" and head["domain"] == "fusion"
     spec = get_adapter("fusion_model")
     spec.validate(params, where=f"{name}.toml: [params]")
-    assert params["size"] == "base" and tiny["size"] == "tiny" and params["fusion"] == tiny["fusion"]
+    assert params["size"] == "base" and tiny["size"] == "person" and params["fusion"] == tiny["fusion"]
     for key in ("reducer", "agent_source", "form", "exchange", "pooling", "inner", "mode"):
         assert params["fusion_params"].get(key) == tiny["fusion_params"].get(key), key  # same row at both scales
     # the paper-scale fusion builds at d = 768 (BLIP-2 itself is not loaded here)

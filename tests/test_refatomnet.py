@@ -232,7 +232,7 @@ def test_baseline_file(name, split, info):
     spec = get_adapter(head["adapter"])
     assert spec.domain == head["domain"]
     spec.validate(data["params"], where=f"{name}.toml: [params]")
-    assert data["params"]["size"] == "base" and data["params_tiny"]["size"] == "tiny"
+    assert data["params"]["size"] == "base" and data["params_tiny"]["size"] == "person"  # CPU: person stage
     m = spec.build(info, data["params_tiny"], where=f"{name}.toml: [params_tiny]")
     assert m(batch_for(m, split)).scores.shape == (8, 80)
     # the tiny table replaces [params]: it must repeat the switch that defines the row

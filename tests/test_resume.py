@@ -64,7 +64,7 @@ def metrics_of(out: Path) -> dict[str, dict]:
 
 def cli(env, out: Path, fault: str = "", wait: bool = True):
     cmd = [sys.executable, "-m", "ravar_bench.cli", "run", "mini", "--data", str(env["data"]),
-           "--out", str(out), "--no-progress"]
+           "--out", str(out), "--no-progress", "--jobs", "1"]  # the crash points are in this process
     # same intra-op thread count as the in-process reference run: CPU training is only bitwise
     # reproducible at a fixed thread count
     proc_env = {**os.environ, "RAVAR_BASELINES": str(env["base"]), "RAVAR_FAULT": fault,

@@ -240,8 +240,9 @@ def test_vtr_baseline_files_validate(stem, info):
     assert base["name"] == stem and base["domain"] == "VTR"
     spec = get_adapter(base["adapter"])
     spec.validate(cfg.get("params", {}), where=f"{path.name} [params]")
-    spec.validate(cfg.get("params_tiny", {}), where=f"{path.name} [params_tiny]")
     TrainConfig.from_dict(cfg.get("train", {}), where=f"{path.name} [train]")
-    assert cfg["params_tiny"].get("size", "tiny") == "tiny" and cfg["params"]["size"] == "base"
-    model = spec.build(info, cfg["params_tiny"])  # the CPU setting must really build
-    assert model.frozen_encoder == cfg["params_tiny"].get("freeze", False)
+    assert cfg["params"]["size"] == "base"
+    tiny = get_adapter(base["adapter_tiny"])  # CPU scale: sentence-person matching on the person stage
+    assert tiny.name == "person_vtr" and tiny.domain == "VTR"
+    model = tiny.build(info, cfg["params_tiny"])  # the CPU setting must really build
+    assert model.frozen_encoder and "person_features" in model.inputs
