@@ -200,6 +200,8 @@ def leaderboard_records(lb: Leaderboard) -> list[dict[str, Any]]:
         rec["device"] = r.efficiency.get("device", "")
         rec[f"sig letters ({header(lb.paper_split, HEADLINE)})"] = r.letters
         rec["differs_from_best"] = "" if r.differs_from_best is None else r.differs_from_best
+        rec["above_prior"] = "" if r.above_prior is None else r.above_prior  # "did it learn?"
+        rec["vs_prior_ci_low"], rec["vs_prior_ci_high"] = r.vs_prior or ("", "")
         out.append(rec)
     return out
 
