@@ -43,6 +43,8 @@ from .common import ActionBoxHeads, TextEncoderKind, box_features, build_text_en
 from .registry import register_adapter
 
 Temporal = Literal["mean", "motion", "attention"]
+#: The stage is always frozen; suites may state it (``freeze = true``), ``false`` is an error.
+Frozen = Literal[True]
 Scorer = Literal["cosine", "cross"]
 
 #: Feature width of the person stage's default backbone (MobileNetV2's last 1×1 conv).
@@ -87,7 +89,7 @@ class PersonLevelModel(RavarModel):
     reads_text: ClassVar[bool] = False
 
     def __init__(self, info: DatasetInfo, *, dim: int = 128, hidden: int = 256, temporal: Temporal = "motion",
-                 text_encoder: TextEncoderKind = "minilm", dropout: float = 0.3, extra: int = 0) -> None:
+                 text_encoder: TextEncoderKind = "minilm", dropout: float = 0.3, freeze: Frozen = True) -> None:
         super().__init__()
         self.persons = TemporalPool(STAGE_DIM, dim, temporal, info.num_frames, dropout)
         self.context = TemporalPool(STAGE_DIM, dim, temporal, info.num_frames, dropout)
@@ -95,7 +97,7 @@ class PersonLevelModel(RavarModel):
         self.kind = nn.Embedding(max(1, len(info.object_classes)), dim)
         self.text = build_text_encoder(text_encoder, dim) if self.reads_text else None
         self.query = nn.Sequential(nn.LayerNorm(self.text.dim), nn.Linear(self.text.dim, dim)) if self.text else None
-        self.heads = ActionBoxHeads((2 + int(self.reads_text) + extra) * dim, info, hidden)
+        self.heads = ActionBoxHeads((2 + int(self.reads_text)) * dim, info, hidden)
         self.inputs = self.head_inputs | ({"text"} if self.reads_text else set())
         self.frozen_encoder = self.text is None or not self.text.trainable
 
@@ -154,9 +156,17 @@ def one_hot_pick(weights: torch.Tensor) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------ text-blind
+class TextBlind(PersonLevelModel):
+    """Rows that never read the sentence: no text encoder parameter."""
+
+    def __init__(self, info: DatasetInfo, *, dim: int = 128, hidden: int = 256, temporal: Temporal = "motion",
+                 dropout: float = 0.3, freeze: Frozen = True) -> None:
+        super().__init__(info, dim=dim, hidden=hidden, temporal=temporal, dropout=dropout)
+
+
 @register_adapter("person_aal", domain="AAL",
                   summary="text-blind per-person RoI action model on the person stage (CPU scale of the AAL rows)")
-class PersonAAL(PersonLevelModel):
+class PersonAAL(TextBlind):
     """Per-person action probabilities, averaged over the clip's persons; top-confidence person's box."""
 
     def head(self, features: dict[str, torch.Tensor], batch: Batch) -> ModelOutput:
@@ -175,7 +185,7 @@ class PersonAAL(PersonLevelModel):
 
 @register_adapter("person_video", domain="control",
                   summary="whole-frame person-stage features only: no persons, no sentence")
-class PersonVideoOnly(PersonLevelModel):
+class PersonVideoOnly(TextBlind):
     """The text-blind floor: the clip's whole frames, pooled over time, into the heads."""
 
     head_inputs = frozenset({"person_features"})
@@ -188,7 +198,7 @@ class PersonVideoOnly(PersonLevelModel):
 
 @register_adapter("person_blind_mean", domain="control",
                   summary="learned text-blind reference: the mean of every person's features")
-class PersonBlindMean(PersonLevelModel):
+class PersonBlindMean(TextBlind):
     """Every person of the clip at once (mean token): what persons tell without knowing which one."""
 
     def head(self, features: dict[str, torch.Tensor], batch: Batch) -> ModelOutput:
@@ -200,7 +210,7 @@ class PersonBlindMean(PersonLevelModel):
 
 @register_adapter("person_oracle", domain="control",
                   summary="learned ceiling: the person candidate that best overlaps the target box (reads the GT)")
-class PersonOracle(PersonLevelModel):
+class PersonOracle(TextBlind):
     """Perfect grounding: features and box of the person candidate with the highest IoU with the
     ground-truth box. Reads ``batch.gt_box`` at test time: a reference, never a method."""
 
@@ -220,7 +230,8 @@ class SentencePick(PersonLevelModel):
     hard_features: ClassVar[bool] = False  # grounding: the argmax person's features at evaluation
 
     def __init__(self, info: DatasetInfo, *, scorer: Scorer = "cosine", dim: int = 128, hidden: int = 256,
-                 temporal: Temporal = "motion", text_encoder: TextEncoderKind = "minilm", dropout: float = 0.3) -> None:
+                 temporal: Temporal = "motion", text_encoder: TextEncoderKind = "minilm", dropout: float = 0.3,
+                 freeze: Frozen = True) -> None:
         super().__init__(info, dim=dim, hidden=hidden, temporal=temporal, text_encoder=text_encoder, dropout=dropout)
         self.scorer = scorer
         if scorer == "cosine":
@@ -259,7 +270,8 @@ class PersonGrounding(SentencePick):
     hard_features = True
 
     def __init__(self, info: DatasetInfo, *, scorer: Scorer = "cross", dim: int = 128, hidden: int = 256,
-                 temporal: Temporal = "motion", text_encoder: TextEncoderKind = "minilm", dropout: float = 0.3) -> None:
+                 temporal: Temporal = "motion", text_encoder: TextEncoderKind = "minilm", dropout: float = 0.3,
+                 freeze: Frozen = True) -> None:
         super().__init__(info, scorer=scorer, dim=dim, hidden=hidden, temporal=temporal,
                          text_encoder=text_encoder, dropout=dropout)
 
@@ -273,7 +285,8 @@ class PersonVQA(PersonLevelModel):
     reads_text = True
 
     def __init__(self, info: DatasetInfo, *, dim: int = 128, hidden: int = 256, layers: int = 2, heads: int = 4,
-                 temporal: Temporal = "mean", text_encoder: TextEncoderKind = "minilm", dropout: float = 0.3) -> None:
+                 temporal: Temporal = "mean", text_encoder: TextEncoderKind = "minilm", dropout: float = 0.3,
+                 freeze: Frozen = True) -> None:
         super().__init__(info, dim=dim, hidden=hidden, temporal=temporal, text_encoder=text_encoder,
                          dropout=dropout)
         self.frames = nn.Sequential(nn.LayerNorm(STAGE_DIM), nn.Linear(STAGE_DIM, dim))
@@ -299,6 +312,6 @@ class PersonVQA(PersonLevelModel):
                            aux={"weights": weights})
 
 
-__all__ = ["STAGE_DIM", "TemporalPool", "PersonLevelModel", "PersonAAL", "PersonVideoOnly", "PersonBlindMean",
+__all__ = ["STAGE_DIM", "TemporalPool", "PersonLevelModel", "TextBlind", "PersonAAL", "PersonVideoOnly", "PersonBlindMean",
            "PersonOracle", "SentencePick", "PersonVTR", "PersonGrounding", "PersonVQA", "person_softmax",
            "weighted", "pick_box", "iou_with", "one_hot_pick"]

@@ -241,6 +241,8 @@ def _run(args: argparse.Namespace, suite_name: str) -> int:
     from .runner import resolve_data, run_suite
 
     overrides = _parse_sets(getattr(args, "set", None) or [])
+    if args.no_progress:  # third-party bars too (transformers' weight loading); workers inherit it
+        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
     dist = distributed.init_from_env(str(overrides.get("device", "cpu")))
     suite = load_suite(suite_name, skip_missing=args.skip_missing)
     if suite.missing:
