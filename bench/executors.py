@@ -162,6 +162,8 @@ class ProcessPoolExecutor:
                 bar.close()
         if busy and wait_for_others:
             outcomes += _wait_for_busy(busy, out, overwrite, run_started)
+        else:
+            outcomes += [JobOutcome(j.job_id, "busy", j.label, j.seed) for j in busy]
         return outcomes
 
 
