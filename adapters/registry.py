@@ -136,7 +136,15 @@ def get_adapter(name: str) -> AdapterSpec:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise AdapterError(f"unknown adapter {name!r}; known: {', '.join(sorted(_REGISTRY))}") from None
+        raise AdapterError(f"unknown adapter {name!r}{did_you_mean(name, list(_REGISTRY))}; known: {', '.join(sorted(_REGISTRY))}") from None
+
+
+def did_you_mean(name: str, known: list[str]) -> str:
+    """`` (did you mean 'x3d'?)`` for the closest known name, or "" when none is close."""
+    import difflib
+
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def list_adapters() -> list[AdapterSpec]:

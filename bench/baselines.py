@@ -172,9 +172,11 @@ def load_baseline(name: str, root: Path | None = None, check_adapter: bool = Tru
     registered and that ``[params]``/``[params_tiny]`` fit its signature."""
     path = baseline_path(name, root)
     if not path.is_file():
+        from .adapters.registry import did_you_mean
+
         known = list_baselines(path.parent)
-        raise BaselineError(f"{path}: no such baseline file (baselines in {path.parent}: "
-                            f"{', '.join(known) or 'none'})")
+        raise BaselineError(f"{path}: no such baseline file{did_you_mean(path.stem, known)} (baselines in "
+                            f"{path.parent}: {', '.join(known) or 'none'})")
     data = _read_toml(path)
     f = str(path)
     _only(data, ("baseline", "params", "params_tiny", "train", "paper"), f"{f}: top level")
@@ -295,7 +297,11 @@ def load_suite(name: str, root: Path | None = None, skip_missing: bool = False,
 
     path = suite_path(name, root)
     if not path.is_file():
-        raise BaselineError(f"{path}: no such suite file (suites: {', '.join(list_suites(root)) or 'none'})")
+        from .adapters.registry import did_you_mean
+
+        known = list_suites(root)
+        raise BaselineError(f"{path}: no such suite file{did_you_mean(path.stem, known)} "
+                            f"(suites: {', '.join(known) or 'none'})")
     broot = root or (path.parent.parent if path.parent.name == "suites" else baselines_dir())
     data = _read_toml(path)
     f = str(path)

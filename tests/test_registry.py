@@ -131,3 +131,17 @@ def test_every_builtin_adapter_has_a_complete_schema():
             assert param.kind is param.KEYWORD_ONLY, f"{spec.name}.{name} must be keyword-only"
             assert name in hints, f"{spec.name}.{name} has no type hint"
             assert param.default is not inspect.Parameter.empty, f"{spec.name}.{name} has no default"
+
+
+def test_unknown_names_get_a_did_you_mean():
+    from ravar_bench.baselines import BaselineError, load_baseline, load_suite
+
+    with pytest.raises(AdapterError, match=r"unknown adapter 'person_vt' \(did you mean 'person_vtr'\?\)"):
+        get_adapter("person_vt")
+    with pytest.raises(BaselineError, match=r"no such baseline file \(did you mean 'x3d'\?\)"):
+        load_baseline("x3dd")
+    with pytest.raises(BaselineError, match=r"no such suite file \(did you mean 'quickstart'\?\)"):
+        load_suite("quickstrat")
+    with pytest.raises(AdapterError) as err:
+        get_adapter("zzzzzz")
+    assert "did you mean" not in str(err.value)
