@@ -90,6 +90,14 @@ def _wait_for_busy(busy: list[Job], out: Path, overwrite: str, run_started: floa
     return outcomes
 
 
+def _settle_busy(outcomes: list[JobOutcome], busy: list[Job], out: Path, overwrite: str, run_started: float,
+                 wait: bool) -> list[JobOutcome]:
+    """Every executor's last step: wait for (or take over) jobs other runners held, or report them busy."""
+    if busy and wait:
+        return outcomes + _wait_for_busy(busy, out, overwrite, run_started)
+    return outcomes + [JobOutcome(j.job_id, "busy", j.label, j.seed) for j in busy]
+
+
 class LocalExecutor:
     """Jobs one after another in this process (all ranks together under torchrun)."""
 
@@ -116,11 +124,8 @@ class LocalExecutor:
                 bar.update(1)
         finally:
             bar.close()
-        if busy and wait_for_others and not distributed.current().distributed:
-            outcomes += _wait_for_busy(busy, out, overwrite, run_started)
-        else:
-            outcomes += [JobOutcome(j.job_id, "busy", j.label, j.seed) for j in busy]
-        return outcomes
+        return _settle_busy(outcomes, busy, out, overwrite, run_started,
+                            wait_for_others and not distributed.current().distributed)
 
 
 def _pool_job(job: Job, out: str, overwrite: str, run_started: float) -> JobOutcome:
@@ -154,26 +159,27 @@ class ProcessPoolExecutor:
             bar = _bar(len(jobs), progress, f"jobs ({self.workers} workers)")
             try:
                 for f in cf.as_completed(futures):
-                    outcome = f.result()
-                    (busy.append(futures[f]) if outcome.status == "busy" else outcomes.append(outcome))
-                    bar.set_postfix_str(f"{outcome.label} seed {outcome.seed}: {outcome.status}", refresh=True)
+                    job = futures[f]
+                    try:
+                        outcome = f.result()
+                    except Exception as exc:  # the worker died (run_job records every other failure)
+                        outcome = JobOutcome(job.job_id, "failed", job.label, job.seed,
+                                             error=f"worker process failed: {type(exc).__name__}: {exc}")
+                    (busy.append(job) if outcome.status == "busy" else outcomes.append(outcome))
+                    bar.set_postfix_str(f"{job.label} seed {job.seed}: {outcome.status}", refresh=True)
                     bar.update(1)
             finally:
                 bar.close()
-        if busy and wait_for_others:
-            outcomes += _wait_for_busy(busy, out, overwrite, run_started)
-        else:
-            outcomes += [JobOutcome(j.job_id, "busy", j.label, j.seed) for j in busy]
-        return outcomes
+        return _settle_busy(outcomes, busy, out, overwrite, run_started, wait_for_others)
 
 
 def _feature_splits(jobs: Sequence[Job]) -> list[str]:
     """Prepared split folders that some job reads person-stage features from."""
-    from .runner import person_stage_provenance
+    from .runner import reads_person_stage
 
     paths: dict[str, None] = {}
     for job in jobs:
-        if person_stage_provenance(job):
+        if reads_person_stage(job):
             paths.update(dict.fromkeys(job.data.paths.values()))
     return list(paths)
 
@@ -248,11 +254,7 @@ class RayExecutor:
                     bar.update(1)
             finally:
                 bar.close()
-            if busy and wait_for_others:
-                outcomes += _wait_for_busy(busy, out, overwrite, run_started)
-            else:
-                outcomes += [JobOutcome(j.job_id, "busy", j.label, j.seed) for j in busy]
-            return outcomes
+            return _settle_busy(outcomes, busy, out, overwrite, run_started, wait_for_others)
         finally:
             if owned:
                 ray.shutdown()

@@ -431,14 +431,21 @@ def run_job(job: Job, out: str | Path, overwrite: str = "never", run_started: fl
 JOB_THREADS = 1
 
 
-def person_stage_provenance(job: Job) -> dict[str, Any]:
-    """The person-stage config and weights identity, for jobs whose adapter reads it."""
+def reads_person_stage(job: Job) -> bool:
+    """Whether the job's model reads the person stage (its adapter asks for the features, or a
+    stream-fusion model runs at size="person")."""
     from .adapters.registry import get_adapter
+
+    cls = get_adapter(job.adapter).cls
+    return "person_features" in getattr(cls, "head_inputs", frozenset()) or job.params.get("size") == "person"
+
+
+def person_stage_provenance(job: Job) -> dict[str, Any]:
+    """The person-stage config and weights identity, for jobs that read it."""
     from .data.backbones import BACKBONES
     from .data.person_features import DEFAULT_STAGE, STAGE_VERSION
 
-    cls = get_adapter(job.adapter).cls
-    if "person_features" not in getattr(cls, "head_inputs", frozenset()) and job.params.get("size") != "person":
+    if not reads_person_stage(job):
         return {}
     return {"person_stage": {**asdict(DEFAULT_STAGE), "version": STAGE_VERSION,
                              "weights": BACKBONES[DEFAULT_STAGE.backbone].weights_id()}}
@@ -453,14 +460,10 @@ def warm_person_features(path: str) -> str:
 
 
 def _compute(job: Job, progress: Progress | None, started: float):
-    import torch
+    from .data.person_features import torch_threads
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(JOB_THREADS)
-    try:
+    with torch_threads(JOB_THREADS):
         return _compute_pinned(job, progress, started)
-    finally:
-        torch.set_num_threads(before)
 
 
 def _compute_pinned(job: Job, progress: Progress | None, started: float):

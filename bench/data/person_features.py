@@ -105,9 +105,11 @@ def _chunks(n: int) -> Iterator[slice]:
 
 
 @contextlib.contextmanager
-def _single_thread() -> Iterator[None]:
+def torch_threads(n: int) -> Iterator[None]:
+    """Run a block on ``n`` torch threads, then restore the caller's count: float reductions
+    depend on the thread count, so anything published is computed at a fixed one."""
     before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(n)
     try:
         yield
     finally:
@@ -130,7 +132,7 @@ def compute(split: PreparedSplit, cfg: StageConfig = DEFAULT_STAGE, perturb: Fra
     clip = np.zeros((c, len(idx), BACKBONES[cfg.backbone].dim), dtype=np.float16)
     scale = torch.tensor([w, h, w, h], dtype=torch.float32)
     bar = tqdm(total=c, desc=f"person features ({split.meta.split})", unit="clip", disable=not progress)
-    with _single_thread(), torch.no_grad():
+    with torch_threads(1), torch.no_grad():
         for part in _chunks(c):
             raw = np.asarray(split.frames[part])  # (n, T, H, W, 3)
             if perturb is not None:
@@ -204,5 +206,5 @@ def features_for(split: PreparedSplit, cfg: StageConfig = DEFAULT_STAGE, perturb
     return _LOADED[key]
 
 
-__all__ = ["StageConfig", "DEFAULT_STAGE", "PersonFeatures", "STAGE_VERSION", "compute", "cache_key",
+__all__ = ["torch_threads", "StageConfig", "DEFAULT_STAGE", "PersonFeatures", "STAGE_VERSION", "compute", "cache_key",
            "features_for"]
