@@ -1,18 +1,24 @@
 """A regular (non-editable) install: the wheel carries every module and every baseline and suite
 file, and the installed package finds those files under ``<prefix>/share/ravar-bench`` when no
-repository is beside it. (The README's editable install reads ``baselines/`` in place.)"""
+repository is beside it. (The README's editable install reads ``baselines/`` in place.) And the
+dependency contract: pyproject.toml declares ranges, constraints.txt pins the tested set inside them."""
 from __future__ import annotations
 
+import configparser
 import importlib.util
 import os
 import shutil
 import subprocess
 import sys
+import tomllib
 import venv
 import zipfile
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,3 +76,55 @@ def test_an_installed_package_finds_its_baselines_without_the_repository(wheel, 
     assert baselines.split(",") == sorted(p.stem for p in (ROOT / "baselines").glob("*.toml"))
     assert suites.split(",") == sorted(p.stem for p in (ROOT / "baselines" / "suites").glob("*.toml"))
     assert int(n_entries) > 0
+
+
+# ------------------------------------------------------------------ ranges and the tested set
+def declared_requirements() -> list[Requirement]:
+    """Every requirement of pyproject.toml (base and all extras), the project's own extras left out."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    lines = [*project["dependencies"], *(r for extra in project["optional-dependencies"].values() for r in extra)]
+    reqs = [Requirement(line) for line in lines]
+    return [r for r in reqs if canonicalize_name(r.name) != canonicalize_name(project["name"])]
+
+
+def constraint_pins() -> dict[str, Version]:
+    """constraints.txt as {canonical name: pinned version}; anything but ``name==version`` fails."""
+    pins: dict[str, Version] = {}
+    for n, raw in enumerate((ROOT / "constraints.txt").read_text().splitlines(), 1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        req = Requirement(line)
+        (spec,) = req.specifier  # exactly one specifier ...
+        assert spec.operator == "==" and "*" not in spec.version and not req.marker, \
+            f"constraints.txt:{n}: {raw!r} is not an exact pin (name==version)"  # ... and an exact one
+        name = canonicalize_name(req.name)
+        assert name not in pins, f"constraints.txt:{n}: {req.name} is pinned twice"
+        pins[name] = Version(spec.version)
+    return pins
+
+
+def test_pyproject_declares_ranges_not_pins():
+    """A library that pins (torch==...) forces a reinstall on everyone with another version."""
+    pinned = [str(r) for r in declared_requirements() if any(s.operator in ("==", "===") for s in r.specifier)]
+    assert not pinned, f"pyproject.toml pins {pinned}: declare a range, pin in constraints.txt"
+
+
+def test_constraints_pin_every_dependency_inside_its_declared_range():
+    pins = constraint_pins()
+    assert "ravar-bench" not in pins, "constraints.txt must not pin the project itself"
+    for req in declared_requirements():
+        name = canonicalize_name(req.name)
+        assert name in pins, f"{req.name} (pyproject.toml: {req}) has no tested version in constraints.txt"
+        assert req.specifier.contains(pins[name], prereleases=True), \
+            f"constraints.txt pins {req.name}=={pins[name]}, outside pyproject.toml's range {req}"
+
+
+def test_tox_installs_through_the_constraints():
+    tox = configparser.ConfigParser(interpolation=None)
+    tox.read(ROOT / "tox.ini")
+    command = tox["testenv"]["install_command"]
+    assert "-c {toxinidir}/constraints.txt" in command and "{packages}" in command
+    for section in tox.sections():  # the quickstart env inherits it; no env may override it away
+        if section.startswith("testenv:") and "install_command" in tox[section]:
+            assert "constraints.txt" in tox[section]["install_command"], section
