@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .protocol import DatasetInfo, RavarModel
+from .protocol import PROTOCOL_VERSION, DatasetInfo, RavarModel
 
 CHECKPOINT_FILE = "checkpoint.pt"
 CHECKPOINT_FORMAT = "ravar-bench-checkpoint"
@@ -119,7 +119,6 @@ class LoadedJob:
 def read(job_dir: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """(record, checkpoint payload) of a job folder, after checking presence, sha256, format and
     protocol version; raises :class:`CheckpointError` naming the file otherwise."""
-    from .runner import PROTOCOL_VERSION  # noqa: PLC0415
     from .store import sha256_file  # noqa: PLC0415
 
     job_dir = Path(job_dir)

@@ -33,7 +33,8 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     errors: list[type[BaseException]] = [CLIError, ValueError, FileNotFoundError, NotADirectoryError,
                                          PermissionError]
     for module, names in (
-        ("ravar_bench.baselines", ("BaselineError",)), ("ravar_bench.runner", ("RunError",)),
+        ("ravar_bench.baselines", ("BaselineError",)), ("ravar_bench.jobs", ("RunError",)),
+        ("ravar_bench.data.specs", ("DataSpecError",)),
         ("ravar_bench.store", ("StoreError",)), ("ravar_bench.adapters.registry", ("AdapterError",)),
         ("ravar_bench.adapters.weights", ("WeightsUnavailable",)),
         ("ravar_bench.data.prepared", ("PreparedDataError",)), ("ravar_bench.data.refava", ("RefAVAError",)),
@@ -133,9 +134,8 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 
 def cmd_data_synth(args: argparse.Namespace) -> int:
     from .data.synth import generate
-    from .runner import _call_generate
 
-    made = _call_generate(generate, args.size, args.seed, Path(args.out), progress=not args.no_progress)
+    made = generate(size=args.size, seed=args.seed, out=Path(args.out), progress=not args.no_progress)
     for split, path in sorted(made.items()):
         _say(f"{split}: {path}")
     return EXIT_OK
@@ -238,7 +238,8 @@ def _parse_sets(pairs: list[str]) -> dict[str, Any]:
 def _run(args: argparse.Namespace, suite_name: str) -> int:
     from . import distributed
     from .baselines import load_suite
-    from .runner import resolve_data, run_suite
+    from .data.specs import resolve_data
+    from .runner import run_suite
 
     overrides = _parse_sets(getattr(args, "set", None) or [])
     if args.no_progress:  # third-party bars too (transformers' weight loading); workers inherit it
@@ -304,7 +305,7 @@ def _load_scored(pred_path: str, data_spec: str | None, split: str | None):
     import numpy as np
 
     from .protocol import Predictions
-    from .runner import resolve_data
+    from .data.specs import resolve_data
     from .store import read_predictions
 
     preds, meta = read_predictions(pred_path)
@@ -349,9 +350,10 @@ def cmd_score(args: argparse.Namespace) -> int:
     result: dict[str, Any] = {"predictions": args.predictions, "data": spec, "split": split,
                               "n": len(preds.keys), "metrics": metrics}
     if args.bootstrap:
-        from .runner import _bootstrap
+        from .metrics import headline_cis
 
-        result["ci"] = _bootstrap(preds, gt, args.bootstrap, 0)
+        result["ci"] = headline_cis(preds.scores, np.asarray(gt.labels), preds.boxes, np.asarray(gt.boxes),
+                                    gt.video_ids, args.bootstrap, 0)
     if args.json:
         print(json.dumps(result, indent=1))
         return EXIT_OK

@@ -1,6 +1,6 @@
 """Where jobs run: in this process one after another (``local``) or as Ray tasks (``ray``).
 
-Both executors call :func:`ravar_bench.runner.run_job`, which takes the job's lock, trains,
+Both executors call :func:`ravar_bench.jobs.run_job`, which takes the job's lock, trains,
 evaluates and commits the record atomically, so the store is correct whichever process writes it,
 and a local runner and a Ray cluster may even share one results directory. A job that another
 process is running (``busy``) is waited for at the end, and taken over if its owner dies.
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .runner import Job, JobOutcome, RunError, run_job
+from .jobs import Job, JobOutcome, RunError, run_job
 from .store import Store
 
 EXECUTORS = ("local", "ray")
@@ -134,7 +134,7 @@ def _pool_job(job: Job, out: str, overwrite: str, run_started: float) -> JobOutc
 
 class ProcessPoolExecutor:
     """``--jobs N``: N local worker processes, one job each at a time. Every job runs on one
-    torch thread whatever the executor (``runner.JOB_THREADS``), so the numbers are the same as
+    torch thread whatever the executor (``jobs.JOB_THREADS``), so the numbers are the same as
     with ``--jobs 1``; the store's locks and atomic commits make concurrent writers safe. The
     person-stage features of the splits are computed first, one split per worker."""
 
@@ -148,7 +148,7 @@ class ProcessPoolExecutor:
         import concurrent.futures as cf
         import multiprocessing
 
-        from .runner import warm_person_features
+        from .jobs import warm_person_features
 
         outcomes, busy = [], []
         ctx = multiprocessing.get_context("spawn")  # no fork of a process that holds torch threads
@@ -175,7 +175,7 @@ class ProcessPoolExecutor:
 
 def _feature_splits(jobs: Sequence[Job]) -> list[str]:
     """Prepared split folders that some job reads person-stage features from."""
-    from .runner import reads_person_stage
+    from .jobs import reads_person_stage
 
     paths: dict[str, None] = {}
     for job in jobs:

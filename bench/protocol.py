@@ -15,6 +15,7 @@ Conventions
 from __future__ import annotations
 
 import abc
+import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -24,8 +25,17 @@ from torch import nn
 
 KEY_SEP = "___"
 
+#: Bump when the meaning of a job changes (what a job computes or how it is scored), so that old
+#: records and checkpoints are not mistaken for new ones.
+PROTOCOL_VERSION = "1"
+
 #: Inputs an adapter may ask the loop to put into a batch.
 INPUT_FIELDS = frozenset({"frames", "key_frame", "text", "candidates", "person_features"})
+
+
+def canonical_json(value: Any) -> str:
+    """The JSON text hashed for job and data identity: sorted keys, no whitespace, ASCII, no NaN."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
 
 
 def make_key(video_id: str, timestamp: int | str, person_id: int | str) -> str:

@@ -76,11 +76,6 @@ def fault_point(name: str) -> None:
 
 
 # ------------------------------------------------------------------------------------ helpers
-def canonical_json(value: Any) -> str:
-    """The JSON text hashed for job identity: sorted keys, no whitespace, ASCII, no NaN."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
-
-
 def _jsonable(value: Any) -> Any:
     """Make numpy scalars/arrays, tuples and non-finite floats JSON-safe (NaN/inf -> None)."""
     if isinstance(value, Mapping):
@@ -588,6 +583,6 @@ def missing_jobs(root: str | Path, suite: str) -> list[dict[str, Any]]:
 
 __all__ = [
     "Store", "StoreError", "JobLock", "load_results", "missing_jobs", "read_predictions",
-    "write_predictions", "canonical_json", "condition_file_name", "fault_point", "sha256_file",
+    "write_predictions", "condition_file_name", "fault_point", "sha256_file",
     "write_json_atomic", "owner_is_dead",
 ]

@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 import pytest
 
-import ravar_bench.metrics._weighted as weighted
+import ravar_bench.metrics.weighted as weighted
 from ravar_bench.metrics import (
     benjamini_hochberg,
     bootstrap_replicates,

@@ -246,7 +246,7 @@ def test_data_prepare_then_run_on_it(env, tmp_path, capsys):
     code, out, _ = run(capsys, "data", "prepare", str(tmp_path / "refava"), "--out", str(tmp_path / "prep"),
                        "--size", "32", "--no-progress")
     assert code == 0 and "train: 5 instances, 3 clips" in out
-    from ravar_bench.runner import resolve_data
+    from ravar_bench.data.specs import resolve_data
 
     data = resolve_data(str(tmp_path / "prep"))
     assert data.sizes == {"test": 5, "train": 5, "val": 5}

@@ -8,7 +8,8 @@ import pytest
 
 from conftest import control_baseline, write_baseline_tree, write_random_data
 from ravar_bench.baselines import load_suite
-from ravar_bench.runner import resolve_data, run_suite
+from ravar_bench.data.specs import resolve_data
+from ravar_bench.runner import run_suite
 from ravar_bench.store import Store
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed")

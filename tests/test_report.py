@@ -1,7 +1,7 @@
 """Reports: tables equal the stored records, paper differences, significance, escaping, plots.
 
 The results directories are written by ``ravar_bench.report.demo`` through the store's own API
-(Store.commit, runner.manifest, runner.Job ids), so they have the runner's shape; the numbers in
+(Store.commit, runner.manifest, jobs.Job ids), so they have the runner's shape; the numbers in
 them are computed by ravar_bench.metrics from graded random predictions.
 """
 from __future__ import annotations

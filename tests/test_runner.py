@@ -16,9 +16,10 @@ from ravar_bench.adapters.registry import register_adapter
 from ravar_bench.baselines import load_suite
 from ravar_bench.metrics import score_all
 from ravar_bench.protocol import Batch, DatasetInfo, ModelOutput, RavarModel
-from ravar_bench.runner import (
-    Condition, RunError, cache_root, expand, resolve_data, run_suite, suite_conditions,
-)
+from ravar_bench.data.prepared import cache_root
+from ravar_bench.data.specs import DataSpecError, resolve_data
+from ravar_bench.jobs import Condition, RunError, suite_conditions
+from ravar_bench.runner import expand, run_suite
 from ravar_bench.store import Store, load_results
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
@@ -266,13 +267,13 @@ def test_a_failing_job_is_recorded_and_the_suite_goes_on(env, tmp_path):
 
 # -------------------------------------------------------------------------------- data specs
 def test_data_spec_errors_are_clear(env, tmp_path):
-    with pytest.raises(RunError, match="not a folder, and not of the form synth"):
+    with pytest.raises(DataSpecError, match="not a folder, and not of the form synth"):
         resolve_data(str(tmp_path / "nothing"))
-    with pytest.raises(RunError, match="holds no prepared splits"):
+    with pytest.raises(DataSpecError, match="holds no prepared splits"):
         resolve_data(str(tmp_path))
-    with pytest.raises(RunError, match="size must be one of tiny, small, full"):
+    with pytest.raises(DataSpecError, match="size must be one of tiny, small, full"):
         resolve_data("synth:huge")
-    with pytest.raises(RunError, match="seed after '@'"):
+    with pytest.raises(DataSpecError, match="seed after '@'"):
         resolve_data("synth:tiny@x")
 
 

@@ -12,9 +12,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from ravar_bench.protocol import Predictions
+from ravar_bench.protocol import Predictions, canonical_json
 from ravar_bench.store import (
-    Store, StoreError, canonical_json, load_results, missing_jobs, read_predictions, write_predictions,
+    Store, StoreError, load_results, missing_jobs, read_predictions, write_predictions,
 )
 
 

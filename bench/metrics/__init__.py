@@ -9,10 +9,12 @@ Inputs everywhere: ``scores`` (N, 80) logits or probabilities, ``labels`` (N, 80
 * :mod:`.bootstrap` - cluster bootstrap CIs, paired tests, Holm / Benjamini-Hochberg.
 """
 from .bootstrap import (
+    HEADLINE,
     benjamini_hochberg,
     bootstrap_replicates,
     cluster_bootstrap_ci,
     cluster_bootstrap_cis,
+    headline_cis,
     holm,
     paired_bootstrap,
 )
@@ -37,10 +39,10 @@ from .ranking import (
 from .reduce import PAPER_KEYS, STRICT_KEYS
 
 __all__ = [
-    "METRICS_VERSION", "PAPER_KEYS", "PROFILES", "STRICT_KEYS", "ap_auc_per_class",
+    "HEADLINE", "METRICS_VERSION", "PAPER_KEYS", "PROFILES", "STRICT_KEYS", "ap_auc_per_class",
     "average_precision_per_class", "average_precision_per_sample", "benjamini_hochberg",
     "bootstrap_replicates", "box_iou", "cluster_bootstrap_ci", "cluster_bootstrap_cis",
-    "explain_gap", "format_gap", "frame_ap_voc_per_class", "holm", "metrics_fingerprint",
+    "explain_gap", "format_gap", "frame_ap_voc_per_class", "headline_cis", "holm", "metrics_fingerprint",
     "paired_bootstrap", "paper_v1", "per_class_ap_table", "roc_auc_per_class", "score_all",
     "strict_v1",
 ]

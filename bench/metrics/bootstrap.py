@@ -6,7 +6,7 @@ are correlated and an instance bootstrap understates the variance. We resample w
 percentile intervals. For paired comparisons the same resampled clusters score both systems.
 
 A replicate is represented by integer cluster multiplicities, and every metric is computed by
-:class:`~ravar_bench.metrics._weighted.WeightedEngine` from one sort per class (see there), so a
+:class:`~ravar_bench.metrics.weighted.WeightedEngine` from one sort per class (see there), so a
 1000-resample CI on the RefAVA test split takes seconds.
 
 Caveat (harness-anchors §4.3): AP is a non-linear ranking statistic, and percentile CIs of
@@ -14,15 +14,19 @@ absolute AP can be biased upward on small/rare classes; prefer paired difference
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any, Sequence
 
 import numpy as np
 
-from ._validation import check_all, check_boxes, check_scores_labels
-from ._weighted import WeightedEngine
-from .boxes import _iou_unchecked
+from .validation import check_all, check_boxes, check_scores_labels
+from .boxes import iou_unchecked
 from .profiles import PROFILES, gate_scores
 from .reduce import NEEDS, REDUCERS, parse_metric
+from .weighted import WeightedEngine
+
+#: The metrics every job record carries a CI for.
+HEADLINE = ("paper_v1.mIoU", "paper_v1.mAP", "paper_v1.AUROC")
 
 #: Cap on the cells of one block of raw cluster draws (int64), ~32 MB.
 _BLOCK_CELLS = 4_000_000
@@ -80,7 +84,7 @@ class _Prepared:
     def __init__(self, scores, labels, pred_boxes, gt_boxes, cluster, n_clusters,
                  metrics: list[tuple[str, str, str]], iou_gate: bool) -> None:
         s, y, pb, gb = check_all(scores, labels, pred_boxes, gt_boxes)
-        iou = _iou_unchecked(pb, gb)
+        iou = iou_unchecked(pb, gb)
         if iou_gate:
             s = gate_scores(s, iou)
         self.metrics = metrics
@@ -121,7 +125,8 @@ def _run(systems: list[_Prepared], n_resamples: int, n_clusters: int, seed
     return [system.replicate_values(mult) for system in systems]
 
 
-def _interval(values: np.ndarray, alpha: float, point: float | None = None) -> tuple[float, float]:
+def percentile_interval(values: np.ndarray, alpha: float = 0.05,
+                        point: float | None = None) -> tuple[float, float]:
     """Percentile interval; with ``point``, the median-centred percentile interval.
 
     AP is a ranking statistic, and a resample that repeats a cluster creates tied scores whose
@@ -133,6 +138,7 @@ def _interval(values: np.ndarray, alpha: float, point: float | None = None) -> t
     reported as ``bias`` by :func:`cluster_bootstrap_cis`. Paired differences (where the shift
     cancels) use the plain percentile interval.
     """
+    values = np.asarray(values, dtype=np.float64)
     finite = values[np.isfinite(values)]
     if finite.size == 0:
         return float("nan"), float("nan")
@@ -173,7 +179,7 @@ def cluster_bootstrap_cis(scores, labels, pred_boxes, gt_boxes, clusters,
     reps = _run([system], int(n_resamples), k, seed)[0]
     out = {}
     for name, values in reps.items():
-        low, high = _interval(values, alpha, system.point[name])
+        low, high = percentile_interval(values, alpha, system.point[name])
         finite = values[np.isfinite(values)]
         out[name] = {"point": system.point[name], "low": low, "high": high,
                      "n_resamples": int(n_resamples), "n_clusters": k,
@@ -182,6 +188,16 @@ def cluster_bootstrap_cis(scores, labels, pred_boxes, gt_boxes, clusters,
                      "std": float(finite.std(ddof=1)) if finite.size > 1 else float("nan"),
                      "alpha": float(alpha), "metric": name}
     return out
+
+
+def headline_cis(scores, labels, pred_boxes, gt_boxes, clusters, n_resamples: int = 1000,
+                 seed: int | None = 0) -> dict[str, dict[str, Any]]:
+    """CIs of the :data:`HEADLINE` metrics with video ids as clusters, as job records and
+    ``ravar-bench score --bootstrap`` report them; quiet, because the point estimate already warned."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return cluster_bootstrap_cis(scores, labels, pred_boxes, gt_boxes, clusters, metrics=HEADLINE,
+                                     n_resamples=n_resamples, seed=seed)
 
 
 def cluster_bootstrap_ci(scores, labels, pred_boxes, gt_boxes, clusters,
@@ -228,7 +244,7 @@ def paired_bootstrap(pred_a, pred_b, labels, gt_boxes, clusters, metric: str = "
     reps_a, reps_b = _run([a, b], int(n_resamples), k, seed)
     d = reps_a[metric] - reps_b[metric]
     d = d[np.isfinite(d)]
-    low, high = _interval(d, alpha)
+    low, high = percentile_interval(d, alpha)
     if d.size:
         p = min(1.0, 2.0 * min(1 + np.sum(d <= 0), 1 + np.sum(d >= 0)) / (1 + d.size))
     else:

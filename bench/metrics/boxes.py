@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validation import check_boxes
+from .validation import check_boxes
 
 
 def box_iou(pred_boxes, gt_boxes) -> np.ndarray:
@@ -29,10 +29,10 @@ def box_iou(pred_boxes, gt_boxes) -> np.ndarray:
     """
     p = check_boxes(pred_boxes, None, "pred_boxes")
     g = check_boxes(gt_boxes, p.shape[0], "gt_boxes")
-    return _iou_unchecked(p, g)
+    return iou_unchecked(p, g)
 
 
-def _iou_unchecked(p: np.ndarray, g: np.ndarray) -> np.ndarray:
+def iou_unchecked(p: np.ndarray, g: np.ndarray) -> np.ndarray:
     x_left = np.maximum(p[:, 0], g[:, 0])
     y_top = np.maximum(p[:, 1], g[:, 1])
     x_right = np.minimum(p[:, 2], g[:, 2])

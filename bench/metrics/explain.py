@@ -6,8 +6,8 @@ import numpy as np
 
 from ravar_bench.classes import NUM_CLASSES
 
-from ._validation import check_all, check_batch_size
-from .boxes import _iou_unchecked
+from .validation import check_all, check_batch_size
+from .boxes import iou_unchecked
 from .profiles import IOU_THRESHOLD, batch_mean, class_stats, gate_scores, paper_v1
 from .ranking import ap_auc_ranked, average_precision_per_sample, rank_rows
 from .reduce import AVA60_MASK, masked_mean
@@ -29,7 +29,7 @@ def explain_gap(scores, labels, pred_boxes, gt_boxes, batch_size: int = 8) -> li
     """
     s, y, pb, gb = check_all(scores, labels, pred_boxes, gt_boxes, n_classes=NUM_CLASSES)
     bs = check_batch_size(batch_size, "batch_size")
-    iou = _iou_unchecked(pb, gb)
+    iou = iou_unchecked(pb, gb)
     localized = iou >= IOU_THRESHOLD
     st = class_stats(s, y, localized=localized)
     ap, sup = st.ap[0], st.support[0]

@@ -13,8 +13,8 @@ import numpy as np
 
 from ravar_bench.classes import AVA60_IDS, NUM_CLASSES, group_of, name_of
 
-from ._validation import check_all, check_batch_size, check_scores_labels
-from .boxes import _iou_unchecked
+from .validation import check_all, check_batch_size, check_scores_labels
+from .boxes import iou_unchecked
 from .ranking import ap_auc_ranked, average_precision_per_sample, rank_rows, voc_ap_ranked
 from .reduce import Stats, paper_from_stats, strict_from_stats
 
@@ -75,7 +75,7 @@ def paper_v1(scores, labels, pred_boxes, gt_boxes, *, iou_gate: bool = False,
         if n_keep == 0:
             raise ValueError(f"drop_last={drop} leaves no sample of the {s.shape[0]} given")
         s, y, pb, gb = s[:n_keep], y[:n_keep], pb[:n_keep], gb[:n_keep]
-    iou = _iou_unchecked(pb, gb)
+    iou = iou_unchecked(pb, gb)
     if iou_gate:
         s = gate_scores(s, iou)
     st = class_stats(s, y)
@@ -109,7 +109,7 @@ def strict_v1(scores, labels, pred_boxes, gt_boxes) -> dict[str, float]:
     * ``AUROC_macro``: mean ROC-AUC over classes with positives and negatives.
     """
     s, y, pb, gb = check_all(scores, labels, pred_boxes, gt_boxes, n_classes=NUM_CLASSES)
-    st = _strict_stats(s, y, _iou_unchecked(pb, gb))
+    st = _strict_stats(s, y, iou_unchecked(pb, gb))
     return {k: float(v[0]) for k, v in strict_from_stats(st).items()}
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._validation import check_scores_labels
+from .validation import check_scores_labels
 
 
 @dataclass(frozen=True)

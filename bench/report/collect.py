@@ -20,7 +20,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ravar_bench.store import Store, StoreError, canonical_json, load_results, missing_jobs
+from ravar_bench.protocol import canonical_json
+from ravar_bench.store import Store, StoreError, load_results, missing_jobs
 
 from .columns import HEADLINE, PAPER_METRICS, STRICT_HEADLINE, metric
 from .model import Cell, Leaderboard, PaperRef, Row

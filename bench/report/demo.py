@@ -4,7 +4,7 @@ For trying ``ravar-bench report`` without training anything, and for the report 
 predictions are random but *graded*: each system's scores carry a known amount of label signal
 and its boxes a known amount of noise, so the leaderboard order is predictable. Every stored
 number is computed from those predictions by :mod:`ravar_bench.metrics`, the suite manifest by
-:func:`ravar_bench.runner.manifest` and the job ids by :class:`ravar_bench.runner.Job`, so the
+:func:`ravar_bench.runner.manifest` and the job ids by :class:`ravar_bench.jobs.Job`, so the
 directory has exactly the shape the runner writes (docs/store.md); nothing here is hand-written
 JSON.
 """
@@ -138,7 +138,10 @@ def write_demo_store(out: str | Path, data_dir: str | Path | None = None, *,
     val/test folders instead (e.g. RAVAR-Synth's, whose ``references.json`` the report then
     shows). ``skip_jobs`` lists (entry, seed) pairs left without a record (to test gaps)."""
     from ravar_bench.metrics import METRICS_VERSION, cluster_bootstrap_cis, score_all
-    from ravar_bench.runner import HEADLINE, DataRef, Job, manifest, suite_conditions
+    from ravar_bench.data.specs import DataRef
+    from ravar_bench.jobs import Job, suite_conditions
+    from ravar_bench.metrics import HEADLINE
+    from ravar_bench.runner import manifest
 
     out = Path(out)
     data = Path(data_dir) if data_dir is not None else out.parent / f"{out.name}-data"

@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ravar_bench.metrics.bootstrap import benjamini_hochberg, holm
+from ravar_bench.metrics.bootstrap import benjamini_hochberg, holm, percentile_interval
 
 
 def seed_mean_replicates(per_seed: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -32,15 +32,6 @@ def seed_mean_replicates(per_seed: np.ndarray, rng: np.random.Generator) -> np.n
         return per_seed[0].copy()
     pick = rng.integers(0, s, size=(r, s))
     return per_seed[pick, np.arange(r)[:, None]].mean(axis=1)
-
-
-def percentile_interval(values: np.ndarray, alpha: float = 0.05,
-                        point: float | None = None) -> tuple[float, float]:
-    """Percentile interval over the finite replicates (nan, nan when there are none); with
-    ``point``, median-centred on it, as ``ravar_bench.metrics.bootstrap`` does for absolute CIs."""
-    from ..metrics.bootstrap import _interval
-
-    return _interval(np.asarray(values, dtype=np.float64), alpha, point)
 
 
 def above_reference(replicates: Sequence[np.ndarray], reference: np.ndarray, alpha: float = 0.05
