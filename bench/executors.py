@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .jobs import Job, JobOutcome, RunError, run_job
+from .jobs import Job, JobOutcome, RunError, run_job, warm_person_features
 from .store import Store
 
 EXECUTORS = ("local", "ray")
@@ -148,8 +148,6 @@ class ProcessPoolExecutor:
         import concurrent.futures as cf
         import multiprocessing
 
-        from .jobs import warm_person_features
-
         outcomes, busy = [], []
         ctx = multiprocessing.get_context("spawn")  # no fork of a process that holds torch threads
         with cf.ProcessPoolExecutor(self.workers, mp_context=ctx) as pool:
@@ -175,11 +173,9 @@ class ProcessPoolExecutor:
 
 def _feature_splits(jobs: Sequence[Job]) -> list[str]:
     """Prepared split folders that some job reads person-stage features from."""
-    from .jobs import reads_person_stage
-
     paths: dict[str, None] = {}
     for job in jobs:
-        if reads_person_stage(job):
+        if job.person_stage:
             paths.update(dict.fromkeys(job.data.paths.values()))
     return list(paths)
 

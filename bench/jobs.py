@@ -11,12 +11,13 @@ writes through the atomic store (:mod:`.store`); :mod:`.runner` only expands sui
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -101,16 +102,19 @@ class Job:
     bootstrap: int = 1000
     efficiency: bool = True
     scale: str = "tiny"
+    person_stage: dict[str, Any] = field(default_factory=dict)  # {} when the model reads none
 
     def identity(self) -> dict[str, Any]:
         """What the job id hashes. ``device`` is left out on purpose: where a job ran is
-        provenance, so a CPU resume does not redo GPU jobs (and vice versa)."""
+        provenance, so a CPU resume does not redo GPU jobs (and vice versa). The person stage
+        changes the features a model sees, so it is part of the identity of the jobs that read it."""
         from .metrics import METRICS_VERSION
 
         train = {k: v for k, v in self.train.items() if k != "device"}
+        stage = {"person_stage": self.person_stage} if self.person_stage else {}
         return {"protocol": PROTOCOL_VERSION, "metrics_version": METRICS_VERSION,
                 "adapter": self.adapter, "params": self.params, "train": train, "seed": self.seed,
-                "data": self.data.fingerprint,
+                "data": self.data.fingerprint, **stage,
                 "eval": {"splits": list(self.splits), "conditions": list(self.conditions),
                          "bootstrap": self.bootstrap}}
 
@@ -241,24 +245,23 @@ def run_job(job: Job, out: str | Path, overwrite: str = "never", run_started: fl
 JOB_THREADS = 1
 
 
-def reads_person_stage(job: Job) -> bool:
-    """Whether the job's model reads the person stage (its adapter asks for the features, or a
+def reads_person_stage(adapter: str, params: dict[str, Any]) -> bool:
+    """Whether a model reads the person stage (its adapter asks for the features, or a
     stream-fusion model runs at size="person")."""
     from .adapters.registry import get_adapter
 
-    cls = get_adapter(job.adapter).cls
-    return "person_features" in getattr(cls, "head_inputs", frozenset()) or job.params.get("size") == "person"
+    cls = get_adapter(adapter).cls
+    return "person_features" in getattr(cls, "head_inputs", frozenset()) or params.get("size") == "person"
 
 
-def person_stage_provenance(job: Job) -> dict[str, Any]:
-    """The person-stage config and weights identity, for jobs that read it."""
+@functools.lru_cache(maxsize=None)
+def person_stage_identity() -> dict[str, Any]:
+    """The person stage as a job identity sees it: config, version and the weights' bytes."""
     from .data.backbones import BACKBONES
     from .data.person_features import DEFAULT_STAGE, STAGE_VERSION
 
-    if not reads_person_stage(job):
-        return {}
-    return {"person_stage": {**asdict(DEFAULT_STAGE), "version": STAGE_VERSION,
-                             "weights": BACKBONES[DEFAULT_STAGE.backbone].weights_id()}}
+    return {**asdict(DEFAULT_STAGE), "version": STAGE_VERSION,
+            "weights": BACKBONES[DEFAULT_STAGE.backbone].weights_id()}
 
 
 def warm_person_features(path: str) -> str:
@@ -338,7 +341,7 @@ def _compute_pinned(job: Job, progress: Progress | None, started: float):
             data_fingerprint=job.data.fingerprint, device=distributed.resolve_device(cfg.device),
             started=started, ended=ended, world_size=distributed.current().world_size,
             extra={"adapter_source": adapter_source(job.adapter), "torch_threads": JOB_THREADS,
-                   **person_stage_provenance(job)}),
+                   **({"person_stage": job.person_stage} if job.person_stage else {})}),
     }
     return record, predictions, ckpt
 

