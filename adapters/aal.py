@@ -3,8 +3,10 @@ read the sentence (ravar-spec §4.1, §6: the paper's I3D and X3D rows score mIo
 near the class prior).
 
 Every adapter is ``mmaction2 backbone -> clip features -> pooling -> ActionBoxHeads`` and is
-trained by the one loop. Families (``FAMILIES``): ``aal_i3d`` (ResNet3d), ``aal_x3d`` (X3D),
-``aal_slowfast`` (ResNet3dSlowFast), ``aal_mvitv2`` (MViT), ``aal_videomae`` (VisionTransformer).
+trained by the one loop. One class, :class:`AALModel`, is registered once per row of
+:data:`VARIANTS` (name, backbone family, default pooling), the way timm declares variants; the
+families (:data:`FAMILIES`: ResNet3d, X3D, ResNet3dSlowFast, MViT, VisionTransformer) say where
+each backbone's model-zoo config and checkpoint live. A new variant is one row.
 
 Parameters (all adapters):
 
@@ -41,7 +43,7 @@ import pickle
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
 import torch
@@ -136,6 +138,31 @@ FAMILIES: dict[str, Family] = {f.key: f for f in (
            "vit-base-p16_videomae-k400-pre_8xb8-16x4x1-20e-adamw_ava-kinetics-rgb/"
            "vit-base-p16_videomae-k400-pre_8xb8-16x4x1-20e-adamw_ava-kinetics-rgb_20230314-3dafab75.pth",
            _tiny_videomae, fixed_frames=True),
+)}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One registered AAL adapter: its name, its backbone family and the pooling it defaults to."""
+
+    name: str
+    family: str  # a key of FAMILIES
+    summary: str
+    pool: Pool = "global"
+
+
+VARIANTS: dict[str, Variant] = {v.name: v for v in (
+    Variant("aal_i3d", "i3d", "I3D (mmaction2 ResNet3d) clip features -> heads; text-blind (paper row I3D)."),
+    Variant("aal_x3d", "x3d", "X3D clip features -> heads; text-blind (paper row X3D)."),
+    Variant("aal_slowfast", "slowfast",
+            "SlowFast (mmaction2 ResNet3dSlowFast, AVA backbone) clip features -> heads; text-blind."),
+    Variant("aal_mvitv2", "mvitv2", "MViTv2 (mmaction2 MViT) clip features -> heads; text-blind."),
+    Variant("aal_videomae", "videomae",
+            "VideoMAE ViT (mmaction2 VisionTransformer) clip features -> heads; text-blind."),
+    # the layout of mmaction2's AVA detector: person RoIs on the SlowFast map
+    Variant("aal_slowfast_roi", "slowfast",
+            "SlowFast features RoI-pooled in the candidate person boxes, reduced over persons; no text.",
+            pool="roi"),
 )}
 
 
@@ -316,33 +343,34 @@ def _quiet_init(backbone: nn.Module) -> None:
 class AALModel(RavarModel):
     """mmaction2 backbone -> pooled clip (or person) features -> the standard 80-way + box heads.
 
-    Text-blind by construction: it never reads ``Batch.text``."""
+    Text-blind by construction: it never reads ``Batch.text``. ``variant`` is bound by the
+    registry (one registration per :data:`VARIANTS` row), so it is not a parameter."""
 
-    family: ClassVar[str] = ""
-    adapter_name: ClassVar[str] = ""  # the registry name, for error messages
     inputs = frozenset({"frames"})
 
-    def __init__(self, info: DatasetInfo, *, size: Size = "tiny", weights: str | None = None,
+    def __init__(self, info: DatasetInfo, *, variant: Variant, size: Size = "tiny", weights: str | None = None,
                  freeze: bool = False, pool: Pool = "global", person_reduce: PersonReduce = "max",
                  num_frames: int | None = None, resolution: int | None = None,
                  hidden: int = 256) -> None:
         super().__init__()
-        if self.family not in FAMILIES:
-            raise TypeError(f"{type(self).__name__} names no AAL family; use one of {sorted(FAMILIES)}")
         from .mmaction_compat import build_backbone
 
+        name, family = variant.name, variant.family
+        if family not in FAMILIES:
+            raise TypeError(f"{name} names no AAL family; use one of {sorted(FAMILIES)}")
+        self.variant = variant
         for key, value in (("num_frames", num_frames), ("resolution", resolution)):
             if value is not None and value < (1 if key == "num_frames" else MIN_SIDE):
-                raise ValueError(f"{self.adapter_name}: parameter {key!r} must be >= "
+                raise ValueError(f"{name}: parameter {key!r} must be >= "
                                  f"{1 if key == 'num_frames' else MIN_SIDE}, got {value}")
-        zoo = zoo_config(self.family)
+        zoo = zoo_config(family)
         frames = num_frames or (info.num_frames if size == "tiny" else zoo.clip_len)
         side = resolution or (max(MIN_SIDE, *info.frame_size) if size == "tiny" else zoo.crop)
-        cfg = FAMILIES[self.family].tiny(frames, side) if size == "tiny" else _no_pretrained(zoo.backbone)
+        cfg = FAMILIES[family].tiny(frames, side) if size == "tiny" else _no_pretrained(zoo.backbone)
         multiple, minimum = temporal_constraint(cfg)
         self.clip_len = round_up(frames, multiple, minimum)
         self.side_multiple = spatial_multiple(cfg)
-        if FAMILIES[self.family].fixed_frames:
+        if FAMILIES[family].fixed_frames:
             cfg["num_frames"] = self.clip_len
         # tiny keeps the data's H, W unless asked; base (or an explicit resolution) resizes square
         self.resolution = (round_up(side, self.side_multiple, MIN_SIDE)
@@ -351,7 +379,7 @@ class AALModel(RavarModel):
         self.backbone = build_backbone(cfg)
         _quiet_init(self.backbone)
         if weights and not is_random(weights):  # "random": the zoo config without load_from
-            load_backbone_weights(self.backbone, weights, self.adapter_name)
+            load_backbone_weights(self.backbone, weights, name)
         self.register_buffer("mean", torch.tensor(zoo.mean, dtype=torch.float32).view(1, 3, 1, 1, 1) / 255.0,
                              persistent=False)
         self.register_buffer("std", torch.tensor(zoo.std, dtype=torch.float32).view(1, 3, 1, 1, 1) / 255.0,
@@ -402,12 +430,12 @@ class AALModel(RavarModel):
     # -- RavarModel -------------------------------------------------------------------------
     def encode(self, batch: Batch) -> dict[str, torch.Tensor]:
         if batch.frames is None:
-            raise ValueError(f"{self.adapter_name}: the batch has no frames (inputs={sorted(self.inputs)})")
+            raise ValueError(f"{self.variant.name}: the batch has no frames (inputs={sorted(self.inputs)})")
         grid = self.feature_grid(self.prepare(batch.frames))
         if self.pool == "global":
             return {"clip": grid.mean((2, 3))}
         if batch.cand_boxes is None:
-            raise ValueError(f"{self.adapter_name}: pool='roi' needs candidate boxes in the batch")
+            raise ValueError(f"{self.variant.name}: pool='roi' needs candidate boxes in the batch")
         persons = batch.cand_mask & (batch.cand_labels == 0)
         # one extra slot, the whole frame, used only where the clip has no person candidate
         whole = torch.tensor([0.0, 0.0, 1.0, 1.0], device=grid.device).expand(len(persons), 1, 4)
@@ -438,62 +466,11 @@ class AALModel(RavarModel):
         return self
 
 
-@register_adapter("aal_i3d", domain="AAL")
-class AALI3D(AALModel):
-    """I3D (mmaction2 ResNet3d) clip features -> heads; text-blind (paper row I3D)."""
-
-    family = "i3d"
-    adapter_name = "aal_i3d"
+for variant in VARIANTS.values():  # one registration per row: the names live in VARIANTS only
+    register_adapter(variant.name, domain="AAL", summary=variant.summary, bind={"variant": variant},
+                     defaults={"pool": variant.pool})(AALModel)
+del variant
 
 
-@register_adapter("aal_x3d", domain="AAL")
-class AALX3D(AALModel):
-    """X3D clip features -> heads; text-blind (paper row X3D)."""
-
-    family = "x3d"
-    adapter_name = "aal_x3d"
-
-
-@register_adapter("aal_slowfast", domain="AAL")
-class AALSlowFast(AALModel):
-    """SlowFast (mmaction2 ResNet3dSlowFast, AVA backbone) clip features -> heads; text-blind."""
-
-    family = "slowfast"
-    adapter_name = "aal_slowfast"
-
-
-@register_adapter("aal_mvitv2", domain="AAL")
-class AALMViTv2(AALModel):
-    """MViTv2 (mmaction2 MViT) clip features -> heads; text-blind."""
-
-    family = "mvitv2"
-    adapter_name = "aal_mvitv2"
-
-
-@register_adapter("aal_videomae", domain="AAL")
-class AALVideoMAE(AALModel):
-    """VideoMAE ViT (mmaction2 VisionTransformer) clip features -> heads; text-blind."""
-
-    family = "videomae"
-    adapter_name = "aal_videomae"
-
-
-@register_adapter("aal_slowfast_roi", domain="AAL")
-class AALSlowFastRoI(AALModel):
-    """SlowFast features RoI-pooled in the candidate person boxes, reduced over persons; no text."""
-
-    family = "slowfast"
-    adapter_name = "aal_slowfast_roi"
-    inputs = frozenset({"frames", "candidates"})
-
-    def __init__(self, info: DatasetInfo, *, size: Size = "tiny", weights: str | None = None,
-                 freeze: bool = False, pool: Pool = "roi", person_reduce: PersonReduce = "max",
-                 num_frames: int | None = None, resolution: int | None = None,
-                 hidden: int = 256) -> None:
-        super().__init__(info, size=size, weights=weights, freeze=freeze, pool=pool,
-                         person_reduce=person_reduce, num_frames=num_frames, resolution=resolution,
-                         hidden=hidden)
-
-
-__all__ = ["FAMILIES", "Family", "ZooConfig", "zoo_config", "AALModel", "load_backbone_weights",
-           "load_state_dict_file", "backbone_state"]
+__all__ = ["FAMILIES", "Family", "VARIANTS", "Variant", "ZooConfig", "zoo_config", "AALModel",
+           "load_backbone_weights", "load_state_dict_file", "backbone_state"]

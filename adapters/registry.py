@@ -5,6 +5,12 @@ An adapter is a :class:`~ravar_bench.protocol.RavarModel` subclass whose ``__ini
 type hints and defaults. The hints are the parameter schema: baseline files and the CLI are
 validated against them, so a typo names the file and the key instead of failing deep in torch.
 
+In-tree adapters are found without a list: every module of ``ravar_bench.adapters`` is imported on
+the first lookup (:class:`~ravar_bench.registry.Registry`), so a new adapter is one module with a
+``@register_adapter`` class. One class may be registered under several names, one per variant
+row, with ``bind`` (constructor arguments the name fixes) and ``defaults`` (parameter defaults
+of that name); see ``adapters/aal.py``.
+
 Third-party packages register adapters without forking, through the entry-point group
 ``ravar_bench.adapters``::
 
@@ -15,30 +21,18 @@ The entry-point name is the adapter name; the object is the RavarModel subclass.
 """
 from __future__ import annotations
 
-import importlib
 import inspect
 import types
 import typing
-from dataclasses import dataclass
-from importlib import metadata
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, TypeVar
 
 from ..protocol import DatasetInfo, RavarModel
+from ..registry import Registry, did_you_mean
 
 ENTRY_POINT_GROUP = "ravar_bench.adapters"
 DOMAINS = ("AAL", "VTR", "VQA", "VOS", "ours", "fusion", "control", "external")
-
-#: In-tree modules, imported lazily on the first lookup so ``ravar-bench --help`` stays fast.
-BUILTIN_MODULES = (
-    "ravar_bench.adapters.controls",
-    "ravar_bench.adapters.reference",
-    "ravar_bench.adapters.person_level",
-    "ravar_bench.adapters.aal",
-    "ravar_bench.adapters.vtr",
-    "ravar_bench.adapters.vqa",
-    "ravar_bench.adapters.grounding",
-    "ravar_bench.adapters.refatomnet",
-)
 
 M = TypeVar("M", bound=type[RavarModel])
 
@@ -49,17 +43,25 @@ class AdapterError(ValueError):
 
 @dataclass(frozen=True)
 class AdapterSpec:
+    """A registered name: the class, the constructor arguments the name fixes (``bind``) and the
+    parameter defaults that differ from the signature's (``defaults``). Two specs are the same
+    registration when they build the same thing; the descriptive fields do not count."""
+
     name: str
     cls: type[RavarModel]
-    domain: str
-    summary: str
-    origin: str  # "builtin" or "entry point <dist>"
+    domain: str = field(compare=False)
+    summary: str = field(compare=False)
+    origin: str = field(compare=False)  # "builtin", "entry point (<dist>)" or the defining module
+    bind: Mapping[str, Any] = field(default_factory=dict)
+    defaults: Mapping[str, Any] = field(default_factory=dict)
 
     def parameters(self) -> dict[str, inspect.Parameter]:
-        """The keyword parameters of the adapter (everything after ``info``)."""
+        """The keyword parameters of the adapter (everything after ``info`` that ``bind`` leaves),
+        with this name's defaults."""
         sig = inspect.signature(self.cls.__init__)
-        return {n: p for n, p in list(sig.parameters.items())[2:]
-                if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+        params = {n: p for n, p in list(sig.parameters.items())[2:]
+                  if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and n not in self.bind}
+        return {n: p.replace(default=self.defaults[n]) if n in self.defaults else p for n, p in params.items()}
 
     def validate(self, params: dict[str, Any], where: str = "") -> dict[str, Any]:
         """Check names and types of ``params``; return them. ``where`` prefixes error messages."""
@@ -82,74 +84,50 @@ class AdapterSpec:
         return dict(params)
 
     def build(self, info: DatasetInfo, params: dict[str, Any] | None = None, where: str = "") -> RavarModel:
-        params = self.validate(params or {}, where)
-        return self.cls(info, **_coerce(params, typing.get_type_hints(self.cls.__init__)))
+        params = {**self.defaults, **self.validate(params or {}, where)}
+        return self.cls(info, **self.bind, **coerce_params(params, typing.get_type_hints(self.cls.__init__)))
 
 
-_REGISTRY: dict[str, AdapterSpec] = {}
-_loaded = False
-
-
-def register_adapter(name: str, *, domain: str, summary: str | None = None) -> Callable[[M], M]:
-    """Class decorator: register a RavarModel subclass under ``name``."""
-    if domain not in DOMAINS:
-        raise AdapterError(f"adapter {name!r}: domain must be one of {', '.join(DOMAINS)}, got {domain!r}")
-
-    def deco(cls: M) -> M:
-        _add(name, cls, domain, summary, "builtin" if cls.__module__.startswith("ravar_bench.") else cls.__module__)
-        return cls
-
-    return deco
-
-
-def _add(name: str, cls: type, domain: str, summary: str | None, origin: str) -> None:
+def make_spec(name: str, cls: Any, origin: str, *, domain: str | None = None, summary: str | None = None,
+              bind: Mapping[str, Any] | None = None, defaults: Mapping[str, Any] | None = None) -> AdapterSpec:
+    """The registry's entry for ``cls``; refuses non-models and bind/defaults the signature lacks.
+    An entry point's class gives its domain as the ``domain`` attribute (default ``external``)."""
     if not (isinstance(cls, type) and issubclass(cls, RavarModel)):
         raise AdapterError(f"adapter {name!r} ({origin}) is not a RavarModel subclass: {cls!r}")
-    existing = _REGISTRY.get(name)
-    if existing is not None and existing.cls is not cls:
-        raise AdapterError(f"adapter name {name!r} is registered twice: {existing.origin} and {origin}")
+    bind, defaults = dict(bind or {}), dict(defaults or {})
+    signature = inspect.signature(cls.__init__).parameters
+    hints = typing.get_type_hints(cls.__init__)
+    bad = [k for k in bind if k not in signature]
+    bad += [k for k, v in defaults.items()
+            if k not in signature or k in bind or (k in hints and not matches_hint(v, hints[k]))]
+    if bad:
+        raise AdapterError(f"adapter {name!r}: bind/defaults {', '.join(bad)} do not fit {cls.__qualname__}.__init__")
     doc = summary or (inspect.getdoc(cls) or "").split("\n")[0]
-    _REGISTRY[name] = AdapterSpec(name, cls, domain, doc, origin)
+    return AdapterSpec(name, cls, domain or getattr(cls, "domain", "external"), doc, origin, bind, defaults)
 
 
-def load_all() -> None:
-    """Import the in-tree adapter modules and the entry-point plug-ins (once)."""
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    for module in BUILTIN_MODULES:
-        importlib.import_module(module)
-    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        dist = getattr(ep.dist, "name", "?")
-        try:
-            obj = ep.load()
-        except Exception as exc:  # a broken plug-in must not hide the others: report it clearly
-            raise AdapterError(f"entry point {ep.name!r} = {ep.value!r} of package {dist!r} failed to load: {exc}") from exc
-        if ep.name in _REGISTRY and _REGISTRY[ep.name].cls is obj:
-            continue
-        _add(ep.name, obj, getattr(obj, "domain", "external"), None, f"entry point ({dist})")
+#: Every adapter: the in-tree modules of this package and the ``ravar_bench.adapters`` entry points.
+ADAPTERS: Registry[AdapterSpec] = Registry(
+    "adapter", package=__name__.rpartition(".")[0], group=ENTRY_POINT_GROUP, error=AdapterError, make=make_spec)
+
+
+def register_adapter(name: str, *, domain: str, summary: str | None = None,
+                     bind: Mapping[str, Any] | None = None,
+                     defaults: Mapping[str, Any] | None = None) -> Callable[[M], M]:
+    """Class decorator: register a RavarModel subclass under ``name``. ``bind`` and ``defaults``
+    make one class serve several names (variant rows): the first fixes constructor arguments
+    that are not parameters, the second changes parameter defaults for this name."""
+    if domain not in DOMAINS:
+        raise AdapterError(f"adapter {name!r}: domain must be one of {', '.join(DOMAINS)}, got {domain!r}")
+    return ADAPTERS.register(name, domain=domain, summary=summary, bind=bind, defaults=defaults)
 
 
 def get_adapter(name: str) -> AdapterSpec:
-    load_all()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise AdapterError(f"unknown adapter {name!r}{did_you_mean(name, list(_REGISTRY))}; known: {', '.join(sorted(_REGISTRY))}") from None
-
-
-def did_you_mean(name: str, known: list[str]) -> str:
-    """`` (did you mean 'x3d'?)`` for the closest known name, or "" when none is close."""
-    import difflib
-
-    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    return ADAPTERS.get(name)
 
 
 def list_adapters() -> list[AdapterSpec]:
-    load_all()
-    return [_REGISTRY[n] for n in sorted(_REGISTRY)]
+    return ADAPTERS.all()
 
 
 # ---------------------------------------------------------------------------- type checking
@@ -192,7 +170,7 @@ def describe_hint(hint: Any) -> str:
     return getattr(hint, "__name__", str(hint))
 
 
-def _coerce(params: dict[str, Any], hints: dict[str, Any]) -> dict[str, Any]:
+def coerce_params(params: dict[str, Any], hints: dict[str, Any]) -> dict[str, Any]:
     """TOML has no tuples: turn lists into tuples where the hint asks for a tuple."""
     out = {}
     for k, v in params.items():
@@ -201,3 +179,8 @@ def _coerce(params: dict[str, Any], hints: dict[str, Any]) -> dict[str, Any]:
             typing.get_origin(a) is tuple for a in typing.get_args(hint) or ())
         out[k] = tuple(v) if wants_tuple and isinstance(v, list) else v
     return out
+
+
+__all__ = ["ADAPTERS", "DOMAINS", "ENTRY_POINT_GROUP", "AdapterError", "AdapterSpec", "coerce_params",
+           "describe_hint", "did_you_mean", "get_adapter", "list_adapters", "make_spec", "matches_hint",
+           "register_adapter"]

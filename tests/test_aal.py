@@ -239,6 +239,20 @@ def test_base_backbones_build(name, dim, info):
     assert build(name, info, size="base").feature_dim == dim
 
 
+def test_one_class_registered_once_per_variant_row():
+    """The names live in VARIANTS only; a row's pooling is that name's default, its family is bound."""
+    from ravar_bench.adapters.registry import list_adapters
+
+    rows = {s.name: s for s in list_adapters() if s.cls is aal.AALModel}
+    assert sorted(rows) == sorted(aal.VARIANTS) == sorted(AAL)
+    for name, spec in rows.items():
+        row = aal.VARIANTS[name]
+        assert spec.bind == {"variant": row} and row.family in aal.FAMILIES and spec.summary == row.summary
+        assert "variant" not in spec.parameters() and spec.parameters()["pool"].default == row.pool
+    assert aal.VARIANTS["aal_slowfast_roi"].pool == "roi" and aal.VARIANTS["aal_slowfast"].pool == "global"
+    assert not hasattr(aal.AALModel, "adapter_name")
+
+
 @pytest.mark.parametrize("stem", ["i3d", "x3d", "slowfast", "mvitv2", "videomae", "slowfast_roi"])
 def test_baseline_files_name_real_adapters_and_zoo_weights(stem, info):
     data = tomllib.loads((REPO / "baselines" / f"{stem}.toml").read_text())
@@ -250,6 +264,6 @@ def test_baseline_files_name_real_adapters_and_zoo_weights(stem, info):
     assert tiny.name == "person_aal" and tiny.domain == "AAL"
     tiny.validate(data["params_tiny"], f"baselines/{stem}.toml [params_tiny]")
     assert data["params"]["size"] == "base"
-    family = spec.cls.family
+    family = aal.VARIANTS[spec.name].family
     assert data["params"]["weights"] == aal.FAMILIES[family].weights
     TrainConfig.from_dict(data.get("train", {}), f"baselines/{stem}.toml [train]")

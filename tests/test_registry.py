@@ -1,24 +1,31 @@
-"""The adapter registry: decorator, duplicate names, the type-hint parameter schema and its error
-messages, unknown names. Each test works on a private copy of the registry."""
+"""The registry: decorator, duplicate names, the type-hint parameter schema and its error messages,
+unknown names, variant rows (bind/defaults), discovery of in-tree modules without a list, entry
+points, and the same Registry class serving the fusion variants. Each test works on a private copy
+of the registries."""
 from __future__ import annotations
 
+import sys
+import textwrap
 from typing import Literal
 
 import pytest
 import torch
 
-from ravar_bench.adapters import registry
+import ravar_bench.adapters
+from ravar_bench.adapters import fusion, registry
 from ravar_bench.adapters.registry import AdapterError, get_adapter, list_adapters, register_adapter
 from ravar_bench.protocol import Batch, DatasetInfo, ModelOutput, RavarModel
+from ravar_bench.registry import Registry
 
 INFO = DatasetInfo(num_frames=2, frame_size=(32, 32), key_frame_size=(32, 32), max_candidates=2,
                    object_classes=("person",), train_prior=(0.1,) * 80, mean_box=(0.2, 0.2, 0.6, 0.8))
 
 
 @pytest.fixture(autouse=True)
-def private_registry(monkeypatch):
-    list_adapters()  # import the built-ins once, then work on a copy
-    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+def private_registry():
+    """Built-ins imported once; whatever a test registers is gone after it."""
+    with registry.ADAPTERS.isolated(), fusion.FUSIONS.isolated():
+        yield
 
 
 class Toy(RavarModel):
@@ -145,3 +152,145 @@ def test_unknown_names_get_a_did_you_mean():
     with pytest.raises(AdapterError) as err:
         get_adapter("zzzzzz")
     assert "did you mean" not in str(err.value)
+
+
+# ------------------------------------------------------------------------ variant rows
+def test_one_class_serves_several_names_through_bind_and_defaults():
+    register_adapter("toy_slow", domain="control", bind={"mode": "slow"}, defaults={"depth": 5})(Toy)
+    register_adapter("toy_fast", domain="control", bind={"mode": "fast"})(Toy)
+    slow, fast = get_adapter("toy_slow"), get_adapter("toy_fast")
+    assert slow.cls is fast.cls is Toy
+    assert "mode" not in slow.parameters() and slow.parameters()["depth"].default == 5
+    assert fast.parameters()["depth"].default == 2
+    assert slow.build(INFO).config["mode"] == "slow" and slow.build(INFO).config["depth"] == 5
+    assert slow.build(INFO, {"depth": 1}).config["depth"] == 1
+    with pytest.raises(AdapterError, match="unknown parameter 'mode' for adapter 'toy_slow'"):
+        slow.validate({"mode": "fast"})
+    with pytest.raises(AdapterError, match="'toy_slow' is registered twice"):
+        register_adapter("toy_slow", domain="control", bind={"mode": "fast"})(Toy)
+
+
+def test_bind_and_defaults_must_fit_the_signature():
+    with pytest.raises(AdapterError, match="bind/defaults colour do not fit Toy.__init__"):
+        register_adapter("toy_bad", domain="control", bind={"colour": 1})(Toy)
+    with pytest.raises(AdapterError, match="bind/defaults depth do not fit"):
+        register_adapter("toy_bad", domain="control", defaults={"depth": "deep"})(Toy)
+
+
+# ------------------------------------------------------------------------ discovery
+TOY_ADAPTER_MODULE = textwrap.dedent('''
+    import torch
+    from ravar_bench.adapters.registry import register_adapter
+    from ravar_bench.protocol import ModelOutput, RavarModel
+
+
+    @register_adapter("dropped_toy", domain="control")
+    class DroppedToy(RavarModel):
+        """An adapter module dropped into the package; no list names it."""
+
+        def __init__(self, info, *, width: int = 3) -> None:
+            super().__init__()
+            self.width = width
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def head(self, features, batch):
+            n = len(batch)
+            return ModelOutput(self.w.expand(n, 80), self.w.expand(n, 4))
+''')
+
+
+@pytest.fixture
+def drop_module(monkeypatch, tmp_path):
+    """Put ``<name>.py`` into an in-tree package (an extra folder on its ``__path__``)."""
+    added: list[str] = []
+
+    def drop(package, name: str, source: str) -> None:
+        folder = tmp_path / package.__name__
+        folder.mkdir(exist_ok=True)
+        (folder / f"{name}.py").write_text(source)
+        if str(folder) not in package.__path__:
+            monkeypatch.setattr(package, "__path__", [*package.__path__, str(folder)])
+        added.append(f"{package.__name__}.{name}")
+
+    yield drop
+    for module in added:
+        sys.modules.pop(module, None)
+
+
+def test_an_adapter_module_dropped_into_the_package_is_found_by_name(drop_module):
+    assert "dropped_toy" not in {s.name for s in list_adapters()}
+    drop_module(ravar_bench.adapters, "dropped_toy", TOY_ADAPTER_MODULE)
+    spec = get_adapter("dropped_toy")  # a miss rescans the package: the new module is imported
+    assert spec.origin == "builtin" and spec.domain == "control" and list(spec.parameters()) == ["width"]
+    assert spec.build(INFO, {"width": 5}).width == 5
+    assert "dropped_toy" in {s.name for s in list_adapters()}
+
+
+def test_the_first_lookup_imports_every_module_of_the_package(tmp_path, monkeypatch):
+    """A fresh registry kind: modules are found by scanning, ``_private`` ones are skipped."""
+    pkg = tmp_path / "toy_kinds"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(
+        "from ravar_bench.registry import Registry\n"
+        "WIDGETS = Registry('widget', package='toy_kinds', group='toy_kinds.widgets', error=ValueError)\n")
+    (pkg / "alpha.py").write_text("from toy_kinds import WIDGETS\n\n@WIDGETS.register('alpha')\n"
+                                  "def alpha():\n    return 'a'\n")
+    (pkg / "_private.py").write_text("raise RuntimeError('private modules are not scanned')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        import toy_kinds
+
+        assert toy_kinds.WIDGETS.get("alpha")() == "a" and "alpha" in toy_kinds.WIDGETS
+        with pytest.raises(ValueError, match=r"unknown widget 'alpah' \(did you mean 'alpha'\?\); known: alpha"):
+            toy_kinds.WIDGETS.get("alpah")
+    finally:
+        for name in [m for m in sys.modules if m == "toy_kinds" or m.startswith("toy_kinds.")]:
+            del sys.modules[name]
+
+
+TOY_FUSION_MODULE = textwrap.dedent('''
+    from ravar_bench.adapters.fusion.base import register_fusion
+    from ravar_bench.adapters.fusion.basic import LateSum
+
+
+    @register_fusion("vtoy", "toy_sum", aliases=("toy",))
+    class ToySum(LateSum):
+        """A toy variant dropped into the fusion package. Late sum under another id."""
+''')
+
+
+def test_fusion_variants_are_served_by_the_same_registry_class(drop_module):
+    assert type(fusion.FUSIONS) is type(registry.ADAPTERS) is Registry
+    drop_module(fusion, "toy_fusion", TOY_FUSION_MODULE)
+    spec = fusion.fusion_spec("TOY")  # alias, case-insensitive
+    assert (spec.id, spec.name, spec.aliases) == ("vtoy", "toy_sum", ("toy",))
+    assert spec.summary == "A toy variant dropped into the fusion package."
+    assert fusion.build_fusion("toy_sum", 8, average=True).average is True
+    assert spec in fusion.list_fusions()
+    with pytest.raises(fusion.FusionError, match=r"unknown fusion variant 'toy_summ' \(did you mean 'toy_sum'\?\)"):
+        fusion.fusion_spec("toy_summ")
+    with pytest.raises(fusion.FusionError, match="'late_sum' is registered twice"):
+        fusion.register_fusion("vtoy2", "late_sum")(type("Other", (spec.cls,), {}))
+
+
+def test_entry_points_register_adapters_and_fusions(tmp_path, monkeypatch):
+    """A distribution on sys.path that declares both groups (what pip writes for a plug-in)."""
+    (tmp_path / "toy_plugin.py").write_text(TOY_ADAPTER_MODULE.replace(
+        '@register_adapter("dropped_toy", domain="control")', "") + TOY_FUSION_MODULE.replace(
+        '@register_fusion("vtoy", "toy_sum", aliases=("toy",))', "").replace(
+        "class ToySum(LateSum):", "class ToySum(LateSum):\n    variant_name = 'plug_sum'"))
+    dist = tmp_path / "toy_plugin-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-plugin\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[ravar_bench.adapters]\nplug_adapter = toy_plugin:DroppedToy\n\n"
+                                           "[ravar_bench.fusions]\nvplug = toy_plugin:ToySum\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        spec = get_adapter("plug_adapter")
+        assert spec.origin == "entry point (toy-plugin)" and spec.domain == "external"
+        assert spec.build(INFO).width == 3
+        plug = fusion.fusion_spec("plug_sum")
+        assert plug.id == "vplug" and plug.cls.__module__ == "toy_plugin"
+        assert fusion.build_fusion("vplug", 8).d == 8
+    finally:
+        sys.modules.pop("toy_plugin", None)

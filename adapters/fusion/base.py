@@ -21,7 +21,6 @@ Rules every variant follows (tests/test_fusion_core.py checks them):
 from __future__ import annotations
 
 import abc
-import importlib
 import inspect
 import typing
 from dataclasses import dataclass, field
@@ -31,16 +30,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...registry import Registry
+
 #: Stream kinds a fusion may receive; the dict key of a stream is its kind.
 STREAM_KINDS = ("video", "text", "loc")
 
-#: Modules that register the built-in variants, imported on the first registry lookup.
-#: Later zoo modules (V3, V4, V6, …) add their module path here.
-BUILTIN_MODULES = (
-    "ravar_bench.adapters.fusion.basic",
-    "ravar_bench.adapters.fusion.agent",
-    "ravar_bench.adapters.fusion.zoo_agent", "ravar_bench.adapters.fusion.reduce", "ravar_bench.adapters.fusion.linear",
-)
+#: Entry-point group of out-of-tree variants (name = variant id, object = the Fusion subclass).
+ENTRY_POINT_GROUP = "ravar_bench.fusions"
 
 
 class FusionError(ValueError):
@@ -304,7 +300,7 @@ class FusionSpec:
     name: str
     cls: type[Fusion]
     aliases: tuple[str, ...]
-    summary: str
+    summary: str = field(compare=False)
 
     def parameters(self) -> dict[str, inspect.Parameter]:
         """Keyword hyper-parameters of the variant (everything after ``d``)."""
@@ -312,55 +308,49 @@ class FusionSpec:
         return {p.name: p for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
 
 
-_FUSIONS: dict[str, FusionSpec] = {}
-_LOOKUP: dict[str, str] = {}
-_loaded = False
 C = TypeVar("C", bound=type[Fusion])
+
+
+def make_spec(variant_id: str, cls: Any, origin: str, /, *, name: str | None = None,
+              aliases: tuple[str, ...] = ()) -> FusionSpec:
+    """The registry's entry for ``cls``. The id of an entry point's class is the entry-point name;
+    it may give its name and aliases as the class attributes ``variant_name`` and ``aliases``."""
+    if not (isinstance(cls, type) and issubclass(cls, Fusion)):
+        raise FusionError(f"fusion {variant_id!r} ({origin}): {cls!r} is not a Fusion subclass")
+    if name is None:  # an entry point
+        name, aliases = cls.variant_name or variant_id, tuple(getattr(cls, "aliases", ()))
+    first = (inspect.getdoc(cls) or "").split("\n\n")[0].replace("\n", " ")
+    doc = first.split(". ")[0].rstrip(".") + "." if first else ""  # the first sentence
+    return FusionSpec(variant_id, name, cls, aliases, doc)
+
+
+#: Every variant: the modules of this package and the ``ravar_bench.fusions`` entry points. Keys are
+#: the id, the name and the aliases, case-insensitively.
+FUSIONS: Registry[FusionSpec] = Registry(
+    "fusion variant", package=__name__.rpartition(".")[0], group=ENTRY_POINT_GROUP, error=FusionError,
+    make=make_spec, aliases=lambda s: (s.name, *s.aliases), label=lambda vid, s: f"{vid} ({s.name})",
+    order=lambda vid: (not vid.startswith("v"), vid), fold_case=True)
 
 
 def register_fusion(variant_id: str, name: str, *, aliases: tuple[str, ...] = ()) -> Callable[[C], C]:
     """Class decorator: register a :class:`Fusion` subclass under an id, a name and aliases."""
+    register = FUSIONS.register(variant_id, name=name, aliases=tuple(aliases))
 
     def deco(cls: C) -> C:
-        if not (isinstance(cls, type) and issubclass(cls, Fusion)):
-            raise FusionError(f"fusion {variant_id!r}: {cls!r} is not a Fusion subclass")
-        keys = [k.lower() for k in (variant_id, name, *aliases)]
-        for k in keys:
-            owner = _LOOKUP.get(k)
-            if owner is not None and _FUSIONS[owner].cls is not cls:
-                raise FusionError(f"fusion key {k!r} is registered twice ({owner} and {variant_id})")
+        register(cls)
         cls.variant_id, cls.variant_name = variant_id, name
-        first = (inspect.getdoc(cls) or "").split("\n\n")[0].replace("\n", " ")
-        doc = first.split(". ")[0].rstrip(".") + "." if first else ""  # the first sentence
-        _FUSIONS[variant_id] = FusionSpec(variant_id, name, cls, tuple(aliases), doc)
-        for k in keys:
-            _LOOKUP[k] = variant_id
         return cls
 
     return deco
 
 
-def _load_builtin() -> None:
-    global _loaded
-    if not _loaded:
-        _loaded = True
-        for module in BUILTIN_MODULES:
-            importlib.import_module(module)
-
-
 def fusion_spec(key: str) -> FusionSpec:
     """Look a variant up by id ("v1"), name ("concat_sa") or alias, case-insensitively."""
-    _load_builtin()
-    vid = _LOOKUP.get(str(key).lower())
-    if vid is None:
-        known = ", ".join(f"{s.id} ({s.name})" for s in list_fusions())
-        raise FusionError(f"unknown fusion variant {key!r}; known: {known}")
-    return _FUSIONS[vid]
+    return FUSIONS.get(key)
 
 
 def list_fusions() -> list[FusionSpec]:
-    _load_builtin()
-    return sorted(_FUSIONS.values(), key=lambda s: (not s.id.startswith("v"), s.id))
+    return FUSIONS.all()
 
 
 def build_fusion(key: str, d: int, **hparams: Any) -> Fusion:
@@ -384,7 +374,7 @@ def build_fusion(key: str, d: int, **hparams: Any) -> Fusion:
 
 
 __all__ = [
-    "STREAM_KINDS", "BUILTIN_MODULES", "FusionError", "StreamTokens", "FusionOutput", "Fusion",
+    "STREAM_KINDS", "ENTRY_POINT_GROUP", "FUSIONS", "FusionError", "StreamTokens", "FusionOutput", "Fusion",
     "FusionSpec", "register_fusion", "fusion_spec", "list_fusions", "build_fusion", "zero_padded",
     "masked_pool", "pool_by_index", "pool_stream", "key_bias", "attend", "attention_probs", "masked_softmax",
     "linear_macs", "attention_core_macs", "ffn_macs", "pool_macs",
