@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+from .logs import LEVELS
+
+log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -135,7 +140,7 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 def cmd_data_synth(args: argparse.Namespace) -> int:
     from .data.synth import generate
 
-    made = generate(size=args.size, seed=args.seed, out=Path(args.out), progress=not args.no_progress)
+    made = generate(size=args.size, seed=args.seed, out=Path(args.out), progress=args.progress)
     for split, path in sorted(made.items()):
         _say(f"{split}: {path}")
     return EXIT_OK
@@ -148,7 +153,7 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
     for split in args.splits:
         prepared = prepare_refava(args.path, split, out / split, num_frames=args.frames,
                                   frame_size=(args.size, args.size), key_frame_size=(args.size, args.size),
-                                  policy=args.policy, detector=args.detector, progress=not args.no_progress)
+                                  policy=args.policy, detector=args.detector, progress=args.progress)
         _say(f"{split}: {len(prepared)} instances, {prepared.num_clips} clips -> {out / split}")
     _say(f"use it with --data {out}")
     return EXIT_OK
@@ -163,7 +168,7 @@ def cmd_data_frames(args: argparse.Namespace) -> int:
     videos = [src] if src.is_file() else list_videos(src)
     start = time.perf_counter()
     results = extract_videos(videos, args.out, ExtractSettings(start=args.start, end=args.end),
-                             jobs=args.jobs, progress=not args.no_progress)
+                             jobs=args.jobs, progress=args.progress)
     seconds = time.perf_counter() - start
     written = sum(r.frames for r in results if r.status == "done")
     for r in results:
@@ -178,7 +183,7 @@ def cmd_data_import(args: argparse.Namespace) -> int:
     from .data.importer import import_annotations
 
     res = import_annotations(args.csv, args.videos, args.out, start=args.start, end=args.end,
-                             detector=args.detector, jobs=args.jobs, progress=not args.no_progress)
+                             detector=args.detector, jobs=args.jobs, progress=args.progress)
     for split in ("train", "val", "test"):
         _say(f"  {split}: {res.instances[split]} instances in {res.clips[split]} clips")
     for note in res.notes:
@@ -220,18 +225,31 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 # ======================================================================================== run
 def _parse_sets(pairs: list[str]) -> dict[str, Any]:
-    """``--set epochs=2 --set lr=1e-3``: TOML values for TrainConfig overrides."""
+    """``--set epochs=2 --set lr=1e-3``: TOML values for TrainConfig overrides, checked here so
+    that a bad one is blamed on the flag (not on the suite file it would override)."""
     import tomllib
 
+    from .registry import did_you_mean
+    from .train import TrainConfig
+
+    known = sorted(TrainConfig.__dataclass_fields__)
     out = {}
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
+        key = key.strip()
+        if not sep or not key:
             raise CLIError(f"--set {pair!r}: expected KEY=VALUE (a training option, e.g. epochs=2)")
+        if key not in known:
+            raise CLIError(f"--set {pair!r}: unknown training option {key!r}{did_you_mean(key, known)}; "
+                           f"known: {', '.join(known)}")
         try:
-            out[key.strip()] = tomllib.loads(f"v = {value}")["v"]
+            out[key] = tomllib.loads(f"v = {value}")["v"]
         except tomllib.TOMLDecodeError:
-            out[key.strip()] = value  # a bare string such as device=cuda
+            out[key] = value  # a bare string such as device=cuda
+        try:
+            TrainConfig.from_dict({key: out[key]}, where=f"--set {pair!r}")
+        except ValueError as exc:
+            raise CLIError(str(exc)) from None
     return out
 
 
@@ -242,20 +260,18 @@ def _run(args: argparse.Namespace, suite_name: str) -> int:
     from .runner import run_suite
 
     overrides = _parse_sets(getattr(args, "set", None) or [])
-    if args.no_progress:  # third-party bars too (transformers' weight loading); workers inherit it
-        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
     dist = distributed.init_from_env(str(overrides.get("device", "cpu")))
     suite = load_suite(suite_name, skip_missing=args.skip_missing)
     if suite.missing:
-        _say(f"skipping entries whose baseline file does not exist: {', '.join(suite.missing)}")
+        log.warning("skipping entries whose baseline file does not exist: %s", ", ".join(suite.missing))
     spec = args.data or suite.data
-    data = resolve_data(spec, progress=not args.no_progress and dist.is_main)
+    data = resolve_data(spec, progress=args.progress and dist.is_main)
     workers = args.jobs if args.jobs is not None else (1 if dist.distributed else min(4, os.cpu_count() or 1))
     summary = run_suite(suite, data, args.out, seeds=args.seeds, executor=args.executor, workers=workers,
                         ray_address=args.ray_address, ray_cpus=args.ray_cpus, ray_job_cpus=args.ray_job_cpus,
                         ray_job_gpus=args.ray_job_gpus, overwrite=args.overwrite,
                         limit_jobs=args.limit_jobs, dry_run=args.dry_run, train_overrides=overrides,
-                        progress=not args.no_progress)
+                        progress=args.progress)
     if args.dry_run:
         _say(f"suite {suite.name} on {data.spec} ({data.fingerprint}): {summary.jobs} jobs")
         for p in summary.planned:
@@ -268,6 +284,11 @@ def _run(args: argparse.Namespace, suite_name: str) -> int:
              "their results are kept; --overwrite always redoes them")
     for o in summary.failed:
         _say(f"  FAILED {o.label} seed {o.seed} ({o.job_id}): {o.error}")
+    if summary.failed:
+        _say(f"failures: {Path(args.out) / 'failures'}/<job_id>.json (error and traceback of each); "
+             "the same command retries them")
+    if suite_name != "quickstart":  # quickstart builds its report and prints where
+        _say(f"report: ravar-bench report {args.out} --suite {suite.name}  (writes {Path(args.out) / 'report'})")
     busy = [o for o in summary.outcomes if o.status == "busy"]
     for o in busy:
         _say(f"  still running elsewhere: {o.label} seed {o.seed} ({o.job_id})")
@@ -319,8 +340,8 @@ def _load_scored(pred_path: str, data_spec: str | None, split: str | None):
     gt = data.load(split)
     want = meta.get("split_fingerprint")
     if want and want != data.split_fingerprints[split]:
-        print(f"warning: {pred_path} was made on split {split!r} with fingerprint {want}, the data "
-              f"given has {data.split_fingerprints[split]}; scoring anyway by key", file=sys.stderr)
+        log.warning("warning: %s was made on split %r with fingerprint %s, the data given has %s; "
+                    "scoring anyway by key", pred_path, split, want, data.split_fingerprints[split])
     position = {k: i for i, k in enumerate(preds.keys)}
     missing = [k for k in gt.keys if k not in position]
     extra = len(preds.keys) - (len(gt.keys) - len(missing))
@@ -435,38 +456,52 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 # ===================================================================================== parser
+def common_options() -> argparse.ArgumentParser:
+    """--verbosity / --log-file / --debug after the subcommand too (suppressed defaults, so the
+    main parser's values stand when they are not repeated)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    common.add_argument("--verbosity", choices=tuple(LEVELS), default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    common.add_argument("--log-file", metavar="FILE", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    return common
+
+
 def build_parser() -> argparse.ArgumentParser:
+    common = common_options()
     p = argparse.ArgumentParser(
         prog="ravar-bench",
         description="Benchmark harness for Referring Atomic Video Action Recognition (RAVAR).",
         epilog="Start with: ravar-bench quickstart   (docs/cli.md lists every command)")
     p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    p.add_argument("--verbosity", choices=tuple(LEVELS), default="info",
+                   help="what goes to stderr: quiet (warnings only), info (default), debug")
+    p.add_argument("--log-file", metavar="FILE", help="also append every message (debug level, with times) to FILE")
     p.add_argument("--baselines", metavar="DIR", help="folder of baseline files (default: the repository's baselines/)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    s = sub.add_parser("list", help="list adapters, baselines or suites")
+    s = sub.add_parser("list", parents=[common], help="list adapters, baselines or suites")
     s.add_argument("what", nargs="?", choices=("adapters", "baselines", "suites", "fusions"))
     s.add_argument("-v", "--verbose", action="store_true", help="also show parameters / paper numbers")
     s.set_defaults(func=cmd_list)
 
-    s = sub.add_parser("validate", help="check every baseline and suite file")
+    s = sub.add_parser("validate", parents=[common], help="check every baseline and suite file")
     s.set_defaults(func=cmd_validate)
 
-    d = sub.add_parser("data", help="check, generate or prepare data").add_subparsers(dest="data_command", metavar="ACTION")
-    s = d.add_parser("check", help="validate a RefAVA folder; prints every problem with file and key")
+    d = sub.add_parser("data", parents=[common], help="check, generate or prepare data").add_subparsers(dest="data_command", metavar="ACTION")
+    s = d.add_parser("check", parents=[common], help="validate a RefAVA folder; prints every problem with file and key")
     s.add_argument("path")
     s.add_argument("--frames", type=int, default=8, help="frames per clip (default 8)")
     s.add_argument("--policy", default="correct", choices=("correct", "official_repeat"),
                    help="frame policy: correct, or the released loader's official_repeat")
     s.add_argument("--splits", nargs="+", default=["train", "val", "test"])
     s.set_defaults(func=cmd_data_check)
-    s = d.add_parser("synth", help="generate RAVAR-Synth (RefAVA layout + prepared splits)")
+    s = d.add_parser("synth", parents=[common], help="generate RAVAR-Synth (RefAVA layout + prepared splits)")
     s.add_argument("--size", default="small", choices=("tiny", "small", "full"))
     s.add_argument("--out", required=True)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=cmd_data_synth)
-    s = d.add_parser("prepare", help="prepare a RefAVA folder into prepared splits (usable as --data OUT)")
+    s = d.add_parser("prepare", parents=[common], help="prepare a RefAVA folder into prepared splits (usable as --data OUT)")
     s.add_argument("path")
     s.add_argument("--out", required=True)
     s.add_argument("--frames", type=int, default=8)
@@ -476,7 +511,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--splits", nargs="+", default=["train", "val", "test"])
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=cmd_data_prepare)
-    s = d.add_parser("frames", help="videos -> ACAR-style frames (frames/<video>/image_%%06d.jpg, 30 fps, 340 px)")
+    s = d.add_parser("frames", parents=[common], help="videos -> ACAR-style frames (frames/<video>/image_%%06d.jpg, 30 fps, 340 px)")
     s.add_argument("videos", help="a folder of videos (.mp4 .mkv .webm .avi .mov) or one video file")
     s.add_argument("--out", required=True, help="RefAVA folder to write frames/ into")
     s.add_argument("--jobs", type=int, default=1, help="videos extracted in parallel (default 1)")
@@ -484,7 +519,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--end", type=float, default=1800.0, help="last second (default 1800, AVA's; capped at the video's end)")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=cmd_data_frames)
-    s = d.add_parser("import", help="your own CSV annotations + videos -> a RefAVA folder (pickles + frames)")
+    s = d.add_parser("import", parents=[common], help="your own CSV annotations + videos -> a RefAVA folder (pickles + frames)")
     s.add_argument("csv", help="video,timestamp,person_id,x1,y1,x2,y2,sentence,actions[,split] (see docs/cli.md)")
     s.add_argument("--videos", required=True, help="folder holding the videos the CSV names")
     s.add_argument("--out", required=True, help="RefAVA folder to write")
@@ -517,18 +552,18 @@ def build_parser() -> argparse.ArgumentParser:
                        help="training option override for every job (e.g. --set epochs=2 --set device=cuda)")
         s.add_argument("--no-progress", action="store_true", help="no progress bars")
 
-    s = sub.add_parser("run", help="run a suite (resumes: finished jobs are kept)")
+    s = sub.add_parser("run", parents=[common], help="run a suite (resumes: finished jobs are kept)")
     s.add_argument("suite", help="suite name (baselines/suites/<name>.toml) or path")
     s.add_argument("--skip-missing", action="store_true",
                    help="run the entries whose baseline file exists, skip the others")
     run_options(s, None)
     s.set_defaults(func=cmd_run)
 
-    s = sub.add_parser("quickstart", help="run the quickstart suite on synth:small, then build its report")
+    s = sub.add_parser("quickstart", parents=[common], help="run the quickstart suite on synth:small, then build its report")
     run_options(s, "runs/quickstart")
     s.set_defaults(func=cmd_quickstart, seeds=None)
 
-    s = sub.add_parser("predict", help="a stored job's model on your own video and sentences")
+    s = sub.add_parser("predict", parents=[common], help="a stored job's model on your own video and sentences")
     s.add_argument("job", help="a job folder RUNS/jobs/<id>, or a results directory with --baseline")
     s.add_argument("--baseline", help="pick the job of this baseline in the results directory")
     s.add_argument("--seed", type=int, help="with --baseline: which seed (default: the lowest)")
@@ -542,7 +577,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="cpu")
     s.set_defaults(func=cmd_predict)
 
-    s = sub.add_parser("score", help="re-score a stored prediction file offline")
+    s = sub.add_parser("score", parents=[common], help="re-score a stored prediction file offline")
     s.add_argument("predictions", help="a predictions/<split>.<condition>.parquet file")
     s.add_argument("--data", help="data spec (default: the one recorded in the file)")
     s.add_argument("--split", choices=("train", "val", "test"), help="default: the file's split")
@@ -551,21 +586,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_score)
 
-    s = sub.add_parser("explain-gap", help="one prediction file under every mAP convention")
+    s = sub.add_parser("explain-gap", parents=[common], help="one prediction file under every mAP convention")
     s.add_argument("predictions")
     s.add_argument("--data")
     s.add_argument("--split", choices=("train", "val", "test"))
     s.add_argument("--batch-size", type=int, default=8, help="eval batch size assumed by drop_last rows")
     s.set_defaults(func=cmd_explain_gap)
 
-    s = sub.add_parser("report", help="leaderboards and plots of a results directory")
+    s = sub.add_parser("report", parents=[common], help="leaderboards and plots of a results directory")
     s.add_argument("results")
     s.add_argument("--suite", help="suite to report (default: the only one in RESULTS)")
     s.add_argument("--out", help="output folder (default: RESULTS/report)")
     s.add_argument("--format", help="comma-separated formats, e.g. md,csv,tex,html")
     s.set_defaults(func=cmd_report)
 
-    s = sub.add_parser("doctor", help="build every baseline of some suites (paper scale: random weights) "
+    s = sub.add_parser("doctor", parents=[common], help="build every baseline of some suites (paper scale: random weights) "
                                       "and run one forward + training step at paper shapes")
     s.add_argument("--suite", default="main,ablation,fusion,agents", help="comma-separated suites "
                    "(default: main,ablation,fusion,agents)")
@@ -577,7 +612,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--csv", metavar="FILE", help="also write the table as CSV")
     s.set_defaults(func=cmd_doctor)
 
-    s = sub.add_parser("bench", help="run a benchmark script from benchmarks/")
+    s = sub.add_parser("bench", parents=[common], help="run a benchmark script from benchmarks/")
     s.add_argument("name", choices=BENCHMARKS)
     s.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed to the script")
     s.set_defaults(func=cmd_bench)
@@ -587,6 +622,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from .logs import configure, progress_wanted
+
+    args.progress = progress_wanted(not getattr(args, "no_progress", False))
+    try:
+        configure(args.verbosity, args.log_file, progress=args.progress)
+    except ValueError as exc:
+        print(f"ravar-bench: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     if args.baselines:
         os.environ["RAVAR_BASELINES"] = args.baselines
     func = getattr(args, "func", None)

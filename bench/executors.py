@@ -7,15 +7,18 @@ process is running (``busy``) is waited for at the end, and taken over if its ow
 """
 from __future__ import annotations
 
+import logging
 import os
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from .jobs import Job, JobOutcome, RunError, run_job, warm_person_features
+from .logs import configure_from_env
 from .store import Store
+
+log = logging.getLogger(__name__)
 
 EXECUTORS = ("local", "ray")
 
@@ -69,8 +72,8 @@ def _wait_for_busy(busy: list[Job], out: Path, overwrite: str, run_started: floa
     store = Store(out)
     owners = sorted({f"{o.get('host')}:{o.get('pid')}" for j in busy
                      if (o := store.lock_owner(j.job_id))})
-    print(f"waiting for {len(busy)} job(s) that other runners are doing ({', '.join(owners) or '?'}); "
-          "they are taken over here if their owner dies", file=sys.stderr, flush=True)
+    log.info("waiting for %d job(s) that other runners are doing (%s); they are taken over here if "
+             "their owner dies", len(busy), ", ".join(owners) or "?")
     outcomes, waiting = [], list(busy)
     while waiting:
         still = []
@@ -84,10 +87,21 @@ def _wait_for_busy(busy: list[Job], out: Path, overwrite: str, run_started: floa
                 still.append(job)
             else:
                 outcomes.append(outcome)
+                report(outcome)
         waiting = still
         if waiting:
             time.sleep(poll)
     return outcomes
+
+
+def report(outcome: JobOutcome) -> None:
+    """One log line per finished job: the progress record where no bar is shown (CI, pipes, files)."""
+    if outcome.status == "failed":
+        log.warning("FAILED %s seed %d (%s): %s", outcome.label, outcome.seed, outcome.job_id, outcome.error)
+    elif outcome.status == "done":
+        log.info("done %s seed %d (%s) in %.1f s", outcome.label, outcome.seed, outcome.job_id, outcome.seconds)
+    else:
+        log.debug("%s %s seed %d (%s)", outcome.status, outcome.label, outcome.seed, outcome.job_id)
 
 
 def _settle_busy(outcomes: list[JobOutcome], busy: list[Job], out: Path, overwrite: str, run_started: float,
@@ -121,6 +135,7 @@ class LocalExecutor:
                     busy.append(job)
                 else:
                     outcomes.append(outcome)
+                report(outcome)
                 bar.update(1)
         finally:
             bar.close()
@@ -150,7 +165,7 @@ class ProcessPoolExecutor:
 
         outcomes, busy = [], []
         ctx = multiprocessing.get_context("spawn")  # no fork of a process that holds torch threads
-        with cf.ProcessPoolExecutor(self.workers, mp_context=ctx) as pool:
+        with cf.ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=configure_from_env) as pool:
             for f in [pool.submit(warm_person_features, path) for path in _feature_splits(jobs)]:
                 f.result()
             futures = {pool.submit(_pool_job, job, str(out), overwrite, run_started): job for job in jobs}
@@ -164,6 +179,7 @@ class ProcessPoolExecutor:
                         outcome = JobOutcome(job.job_id, "failed", job.label, job.seed,
                                              error=f"worker process failed: {type(exc).__name__}: {exc}")
                     (busy.append(job) if outcome.status == "busy" else outcomes.append(outcome))
+                    report(outcome)
                     bar.set_postfix_str(f"{job.label} seed {job.seed}: {outcome.status}", refresh=True)
                     bar.update(1)
             finally:
@@ -246,6 +262,7 @@ class RayExecutor:
                         busy.append(job)
                     else:
                         outcomes.append(outcome)
+                    report(outcome)
                     bar.set_postfix_str(f"{job.label} seed {job.seed}: {outcome.status}", refresh=False)
                     bar.update(1)
             finally:

@@ -3,6 +3,7 @@ the finished ones, and hand the rest to an executor (:mod:`.executors`); resumab
 """
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,6 +17,8 @@ from .executors import get_executor
 from .jobs import (OVERWRITE, Job, JobOutcome, RunError, adapter_source, job_status, person_stage_identity,
                    reads_person_stage, resolve_params, resolve_train, suite_conditions)
 from .store import Store, StoreError
+
+log = logging.getLogger(__name__)
 
 
 def expand(suite: Suite, data: DataRef, seeds: int | None = None,
@@ -127,6 +130,8 @@ def run_suite(suite: Suite, data: DataRef, out: str | Path, *, seeds: int | None
         todo = _agree(todo if dist.is_main else [], jobs, n)
     if workers > 1 and dist.distributed:
         raise RunError("--jobs N runs N local processes; under torchrun use --jobs 1")
+    log.info("suite %s on %s: %d jobs, %d kept, %d to run (%s executor, %d worker(s))", suite.name, data.spec,
+             len(jobs), len(jobs) - len(todo), len(todo), executor, workers)
     runner = get_executor(executor, ray_address=ray_address, ray_cpus=ray_cpus,
                           ray_job_cpus=ray_job_cpus, ray_job_gpus=ray_job_gpus, workers=workers)
     summary.outcomes += runner.run(todo, Path(out), overwrite=overwrite, run_started=started,

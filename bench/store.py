@@ -25,6 +25,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import math
 import os
 import shutil
@@ -39,6 +40,8 @@ from typing import Any
 import numpy as np
 
 from .protocol import Predictions, split_key
+
+log = logging.getLogger(__name__)
 
 STORE_FORMAT = "ravar-bench-store"
 STORE_VERSION = 1
@@ -529,6 +532,9 @@ class Store:
             owner = self.lock_owner(lock.stem)
             if owner and owner_is_dead(owner) and self._remove_stale_lock(lock):
                 removed_locks += 1
+        if restored or removed_tmp or removed_locks:
+            log.warning("%s: recovered after a crash: %d record(s) restored, %d unfinished write(s) and "
+                        "%d dead lock(s) removed", self.root, restored, removed_tmp, removed_locks)
         return {"restored": restored, "removed_tmp": removed_tmp, "removed_locks": removed_locks}
 
 

@@ -134,7 +134,10 @@ def test_debug_shows_the_traceback(env, tmp_path):
 @pytest.mark.parametrize("argv, expected", [
     (["run", "mini", "--data", "synth:huge", "--out", "{tmp}/o"], "size must be one of tiny, small, full"),
     (["run", "mini", "--data", "{tmp}/none", "--out", "{tmp}/o"], "not a folder"),
-    (["run", "mini", "--data", "{data}", "--out", "{tmp}/o", "--set", "epoch=2"], "unknown training option 'epoch'"),
+    (["run", "mini", "--data", "{data}", "--out", "{tmp}/o", "--set", "epoch=2"],
+     "--set 'epoch=2': unknown training option 'epoch' (did you mean 'epochs'?)"),
+    (["run", "mini", "--data", "{data}", "--out", "{tmp}/o", "--set", "lr=fast"],
+     "--set 'lr=fast': training option 'lr' must be float"),
     (["run", "mini", "--data", "{data}", "--out", "{tmp}/o", "--set", "epochs"], "expected KEY=VALUE"),
     (["score", "{tmp}/none.parquet", "--data", "{data}"], "none.parquet: prediction file does not exist"),
     (["report", "{tmp}"], "not a ravar-bench results directory"),
@@ -152,12 +155,32 @@ def test_run_dry_run_and_resume(env, results, capsys):
     assert code == 0 and out.count(" done ") == 2 and out.count(" pending ") == 2
     code, out, _ = run(capsys, "run", "mini", "--data", str(env["data"]), "--out", str(results), "--no-progress")
     assert code == 0 and "2 jobs, 2 skipped" in out
+    assert f"report: ravar-bench report {results} --suite mini" in out
 
 
-def test_progress_bars_show_jobs_and_training(env, tmp_path, capsys):
-    code, _, err = run(capsys, "run", "mini", "--data", str(env["data"]), "--out", str(tmp_path / "o"),
+def test_progress_bars_show_jobs_and_training_on_a_terminal_only(env, tmp_path, capsys, monkeypatch):
+    code, _, err = run(capsys, "run", "mini", "--data", str(env["data"]), "--out", str(tmp_path / "pipe"),
+                       "--limit-jobs", "1", "--jobs", "1")
+    assert code == 0 and "jobs:" not in err and "done prior seed 0" in err  # a log line instead
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    code, _, err = run(capsys, "run", "mini", "--data", str(env["data"]), "--out", str(tmp_path / "tty"),
                        "--limit-jobs", "1", "--jobs", "1")
     assert code == 0 and "jobs: 100%" in err and "1/1" in err
+
+
+def test_verbosity_and_log_file_work_before_or_after_the_command(env, tmp_path, capsys):
+    log_file = tmp_path / "run.log"
+    code, out, err = run(capsys, "run", "mini", "--data", str(env["data"]), "--out", str(tmp_path / "o"),
+                         "--jobs", "1", "--verbosity", "quiet", "--log-file", str(log_file))
+    assert code == 0 and "done " not in err and "2 jobs, 2 done" in out
+    text = log_file.read_text()
+    assert "INFO ravar_bench.executors: done prior seed 0" in text and "text_only seed 0" in text
+    assert "INFO ravar_bench.runner: suite mini on" in text and "2 to run" in text
+    code, _, err = run(capsys, "--verbosity", "debug", "run", "mini", "--data", str(env["data"]),
+                       "--out", str(tmp_path / "o"), "--jobs", "1")
+    assert code == 0 and "0 to run" in err
+    code, _, err = run(capsys, "list", "--log-file", str(tmp_path / "no" / "such" / "dir.log"))
+    assert code == 2 and "--log-file" in err and "cannot open it for writing" in err
 
 
 def test_worker_processes_give_the_same_numbers_as_one_process(env, tmp_path, capsys):
@@ -215,9 +238,9 @@ def test_report_delegates_to_build_report(env, results, capsys, tmp_path):
 
 
 def test_quickstart_runs_the_real_suite_skipping_missing_baselines(env, tmp_path, capsys):
-    code, out, _ = run(capsys, "quickstart", "--data", str(env["data"]), "--out", str(tmp_path / "q"), "--dry-run")
+    code, out, err = run(capsys, "quickstart", "--data", str(env["data"]), "--out", str(tmp_path / "q"), "--dry-run")
     assert code == 0
-    assert "skipping entries whose baseline file does not exist" in out and "x3d" in out
+    assert "skipping entries whose baseline file does not exist" in err and "x3d" in err  # a warning
     assert out.count(" pending ") == 2 * 3  # prior and video_only (the env's files) x the suite's 3 seeds
 
 
@@ -263,7 +286,8 @@ def test_data_synth_calls_the_generator(env, tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(synth, "generate", fake, raising=False)
     code, out, _ = run(capsys, "data", "synth", "--size", "tiny", "--seed", "3", "--out", str(tmp_path / "s"))
-    assert code == 0 and seen == {"size": "tiny", "seed": 3, "out": str(tmp_path / "s"), "progress": True}
+    # no terminal under pytest: no progress bars
+    assert code == 0 and seen == {"size": "tiny", "seed": 3, "out": str(tmp_path / "s"), "progress": False}
     assert f"train: {tmp_path / 's' / 'train'}" in out
 
 

@@ -24,6 +24,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -36,6 +37,8 @@ import torch
 
 from .backbones import BACKBONES, load_backbone
 from .prepared import FrameTransform, PreparedSplit, cache_root
+
+log = logging.getLogger(__name__)
 
 #: Bump when what the stage computes changes, so old caches are not reused.
 STAGE_VERSION = 1
@@ -187,6 +190,8 @@ def features_for(split: PreparedSplit, cfg: StageConfig = DEFAULT_STAGE, perturb
     with open(root / f"{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a concurrent runner computing the same key: wait for it
         if not (final / "meta.json").is_file():
+            log.info("person stage: computing %s features of split %s (%d clips) -> %s", cfg.backbone,
+                     split.meta.split, split.num_clips, final)
             feats = compute(split, cfg, None, seed, progress)
             tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
             try:

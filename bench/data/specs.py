@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import uuid
@@ -19,6 +20,8 @@ from typing import Any
 
 from ..protocol import canonical_json
 from .prepared import PreparedSplit, cache_root
+
+log = logging.getLogger(__name__)
 
 
 class DataSpecError(RuntimeError):
@@ -120,6 +123,7 @@ def _resolve_synth(spec: str, progress: bool) -> DataRef:
             from .synth import generate
         except ImportError as exc:
             raise DataSpecError(f"data {spec!r}: the synthetic generator is not available ({exc})") from exc
+        log.info("generating RAVAR-Synth %s (seed %d) under %s", size, seed, final)
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.parent / f".{final.name}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
         try:
