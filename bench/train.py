@@ -8,9 +8,14 @@ validation split; test numbers come from the selected state.
 
 When a model's encoder is frozen (``RavarModel.frozen_encoder``), ``encode`` runs once per instance
 and the heads train on the cached features, which is what makes frozen-backbone baselines cheap.
+
+``paraphrases`` (off by default, as the official recipe reads ``v[0]`` only): each training
+epoch, every instance reads one of its descriptions drawn uniformly from the run's seed; a frozen
+encoder then runs once per description index. Evaluation always reads ``v[0]``.
 """
 from __future__ import annotations
 
+import logging
 import math
 import random
 import time
@@ -30,6 +35,7 @@ from .protocol import Batch, ModelOutput, Predictions, RavarModel
 from .store import fault_point
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -54,6 +60,7 @@ class TrainConfig:
     eval_every: int = 1
     cache_features: bool = True
     device: str = "cpu"
+    paraphrases: bool = False  # train on all descriptions, one drawn per instance and epoch
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], where: str = "") -> "TrainConfig":
@@ -190,6 +197,22 @@ class FeatureCache:
         return {k: v[index.to(v.device)] for k, v in self.features.items()}
 
 
+class ParaphraseCache:
+    """Frozen-encoder features of a training split once per description index: slot ``j`` holds
+    every instance encoded with its description ``j`` (its last one where it has fewer), so a
+    paraphrase drawn in any epoch is a lookup, never a re-encode."""
+
+    def __init__(self, model: RavarModel, split: PreparedSplit, inputs: frozenset[str],
+                 batch_size: int, seed: int, device: str) -> None:
+        slots = int(split.paraphrase_counts().max(initial=1))
+        caches = [FeatureCache(model, BatchLoader(split, inputs, batch_size, seed=seed, text=j), device)
+                  for j in range(slots)]
+        self.features = {k: torch.stack([c.features[k] for c in caches]) for k in caches[0].features}
+
+    def lookup(self, index: torch.Tensor, slots: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {k: v[slots.to(v.device), index.to(v.device)] for k, v in self.features.items()}
+
+
 def _uses_cache(model: RavarModel, cfg: TrainConfig) -> bool:
     return cfg.cache_features and model.frozen_encoder
 
@@ -265,6 +288,29 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
             if not isinstance(v, nn.Parameter) or v.requires_grad}
 
 
+def _samples_paraphrases(model: RavarModel, train: PreparedSplit, cfg: TrainConfig) -> bool:
+    """Whether training draws paraphrases: asked for, and the model reads the sentence. Refuses
+    (naming the folder) a split prepared without paraphrases."""
+    if not cfg.paraphrases or "text" not in model.inputs:
+        return False
+    if int(train.paraphrase_counts().max(initial=1)) < 2:
+        log.warning("training option 'paraphrases' is on but no instance of %s has more than one "
+                    "description: training reads v[0] only", train.folder or train.meta.source)
+    return True
+
+
+def _train_features(cache: FeatureCache | ParaphraseCache | None, batch: Batch,
+                    loader: BatchLoader) -> dict[str, torch.Tensor] | None:
+    """Cached encoder features of a training batch, at the description each instance reads."""
+    if cache is None:
+        return None
+    if isinstance(cache, ParaphraseCache):
+        slots = loader.text_slots()
+        assert slots is not None  # a ParaphraseCache goes with a sampling loader
+        return cache.lookup(batch.index, torch.as_tensor(slots)[batch.index.cpu()])
+    return cache.lookup(batch.index)
+
+
 def fit(
     model: RavarModel,
     train: PreparedSplit,
@@ -279,14 +325,19 @@ def fit(
     model.to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     use_cache = _uses_cache(model, cfg)
-    train_cache = val_cache = None
+    sample = _samples_paraphrases(model, train, cfg)
+    train_cache: FeatureCache | ParaphraseCache | None = None
+    val_cache = None
     if use_cache and trainable:  # nothing to train: no features to encode either
-        enc_loader = BatchLoader(train, model.inputs, cfg.eval_batch_size, seed=cfg.seed)
-        train_cache = FeatureCache(model, enc_loader, device)
+        if sample:
+            train_cache = ParaphraseCache(model, train, model.inputs, cfg.eval_batch_size, cfg.seed, device)
+        else:
+            enc_loader = BatchLoader(train, model.inputs, cfg.eval_batch_size, seed=cfg.seed)
+            train_cache = FeatureCache(model, enc_loader, device)
         if val is not None:
             val_cache = FeatureCache(model, BatchLoader(val, model.inputs, cfg.eval_batch_size, seed=cfg.seed), device)
     loader = BatchLoader(train, _head_inputs(model) if use_cache else model.inputs, cfg.batch_size,
-                         shuffle=True, seed=cfg.seed)
+                         shuffle=True, seed=cfg.seed, text="sample" if sample else None)
     optimizer = build_optimizer(model, cfg)
     epochs = cfg.epochs if trainable else 0  # nothing to train
     step_fn: nn.Module = _Step(model)
@@ -314,7 +365,7 @@ def fit(
                 g["lr"] = lr * mult
             if step == 0:
                 fault_point("mid_train")
-            scores, box = step_fn(batch, train_cache.lookup(batch.index) if train_cache else None)
+            scores, box = step_fn(batch, _train_features(train_cache, batch, loader))
             loss = ravar_loss(ModelOutput(scores, box), batch, cfg)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite loss at epoch {epoch}, step {step}")
@@ -375,5 +426,15 @@ def load_checkpoint(model: nn.Module, path: str) -> None:
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
 
 
+#: Options that enter a job's identity only when they differ from their default: they were added
+#: after results were published, and an option left off must not change existing job ids.
+OPT_IN_OPTIONS = ("paraphrases",)
+
+
 def config_dict(cfg: TrainConfig) -> dict[str, Any]:
-    return asdict(cfg)
+    """The config as plain data, opt-in options omitted at their default (job identity)."""
+    out = asdict(cfg)
+    for name in OPT_IN_OPTIONS:
+        if out[name] == TrainConfig.__dataclass_fields__[name].default:
+            del out[name]
+    return out

@@ -67,12 +67,30 @@ def text_swap_partner(split: PreparedSplit) -> np.ndarray:
     return partner
 
 
+#: Stream tag of the paraphrase draw, so it never shares random numbers with the shuffle.
+_PARAPHRASE_STREAM = 4099
+
+#: How a loader picks each instance's sentence: ``None`` = ``texts`` (``v[0]``, the official
+#: protocol); an int ``j`` = description ``j`` (the last one where an instance has fewer);
+#: ``"sample"`` = one description drawn per instance and epoch (paraphrase training).
+TextChoice = int | str | None
+
+
+def paraphrase_slots(split: PreparedSplit, seed: int, epoch: int) -> np.ndarray:
+    """Which description every instance reads in one training epoch: uniform among its own,
+    drawn from ``(seed, epoch)`` only, so the draw does not depend on batch size, thread count
+    or which rows a process sees."""
+    counts = split.paraphrase_counts()
+    return np.random.default_rng([seed, _PARAPHRASE_STREAM, epoch]).integers(counts)
+
+
 class BatchLoader:
     """Iterate over a split in batches. No sample is dropped or padded.
 
     ``shuffle`` uses a generator seeded from ``seed`` and the epoch, so runs are reproducible.
     ``perturb`` (optional) transforms each clip's frames; its randomness is seeded per instance,
-    so perturbed evaluation does not depend on batch size.
+    so perturbed evaluation does not depend on batch size. ``text`` picks the sentences (see
+    :data:`TextChoice`); only training asks for ``"sample"``, evaluation always reads ``v[0]``.
     """
 
     def __init__(
@@ -84,6 +102,7 @@ class BatchLoader:
         seed: int = 0,
         controls: Controls = Controls(),
         perturb: FrameTransform | None = None,
+        text: TextChoice = None,
     ) -> None:
         unknown = set(inputs) - INPUT_FIELDS
         if unknown:
@@ -92,7 +111,14 @@ class BatchLoader:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.split, self.inputs, self.batch_size = split, frozenset(inputs), batch_size
         self.shuffle, self.seed, self.controls, self.perturb = shuffle, seed, controls, perturb
+        if not (text is None or text == "sample" or (isinstance(text, int) and not isinstance(text, bool)
+                                                       and text >= 0)):
+            raise ValueError(f"text must be None, 'sample' or a description index >= 0, got {text!r}")
+        if text is not None:
+            split.paraphrase_counts()  # refuse now, naming the folder, if there are no paraphrases
+        self.text = text
         self.epoch = 0
+        self._slots: tuple[int, np.ndarray] | None = None
         self._partner = text_swap_partner(split) if controls.text_swap else None
         self._person: PersonFeatures | None = None
 
@@ -105,12 +131,24 @@ class BatchLoader:
         return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.split))
 
     def __iter__(self) -> Iterator[Batch]:
-        order = self.order()
+        order, epoch = self.order(), self.epoch
         self.epoch += 1
         for start in range(0, len(order), self.batch_size):
-            yield self.make_batch(order[start:start + self.batch_size])
+            yield self.make_batch(order[start:start + self.batch_size], epoch)
 
-    def make_batch(self, rows: np.ndarray) -> Batch:
+    def text_slots(self, epoch: int | None = None) -> np.ndarray | None:
+        """The description index every instance reads in ``epoch`` (default: the current one);
+        None when the loader reads ``texts``."""
+        if self.text is None:
+            return None
+        if isinstance(self.text, int):
+            return np.minimum(self.text, self.split.paraphrase_counts() - 1)
+        epoch = self.epoch if epoch is None else epoch
+        if self._slots is None or self._slots[0] != epoch:
+            self._slots = (epoch, paraphrase_slots(self.split, self.seed, epoch))
+        return self._slots[1]
+
+    def make_batch(self, rows: np.ndarray, epoch: int | None = None) -> Batch:
         s = self.split
         clips = s.clip_index[rows]
         batch = Batch(
@@ -127,7 +165,12 @@ class BatchLoader:
             batch.key_frame = torch.from_numpy(kf).permute(0, 3, 1, 2).float().div_(255.0)
         if "text" in self.inputs:
             src = rows if self._partner is None else self._partner[rows]
-            batch.text = [s.texts[i] for i in src]
+            slots = self.text_slots(epoch)
+            if slots is None:
+                batch.text = [s.texts[i] for i in src]
+            else:
+                assert s.paraphrases is not None  # text_slots checked it
+                batch.text = [s.paraphrases[i][slots[i]] for i in src]
         if "candidates" in self.inputs or "person_features" in self.inputs:
             mask = np.asarray(s.cand_mask[clips]).copy()
             if self.controls.location_drop:

@@ -234,7 +234,8 @@ def prepare_refava(
 
     Raises :class:`RefAVAError` listing every problem (file and key) and writes nothing if the
     split is invalid. If ``out`` already holds a split with the same fingerprint it is loaded
-    and returned without decoding anything (unless ``force``).
+    and returned without decoding anything (unless ``force``, or unless it was prepared before the
+    paraphrases were stored: then it is rebuilt once, with the same fingerprint).
 
     ``frames_root``: folder holding ``frames/`` if not ``root``. ``object_classes``: pin the
     candidate vocabulary (must start with ``"person"``). ``skip_invalid``: drop instances with
@@ -253,9 +254,12 @@ def prepare_refava(
         except PreparedDataError as exc:
             log.warning("rebuilding unreadable prepared split %s (%s)", out, exc)
         else:
-            if cached.meta.fingerprint == fp:
+            if cached.meta.fingerprint == fp and cached.paraphrases is not None:
                 log.info("prepared split %s is up to date", out)
                 return cached
+            if cached.meta.fingerprint == fp:  # same content; only the paraphrases are missing
+                log.info("rebuilding prepared split %s to store the paraphrases (fingerprint "
+                         "unchanged)", out)
     if params.detector == "hog":
         from . import detect  # noqa: PLC0415
 
@@ -339,6 +343,7 @@ def _write(folder: RefAVAFolder, p: PrepareParams, annotations: list[Annotation]
         cand = _candidate_arrays(clips, cands, detections, vocab)
         split = PreparedSplit(
             meta=meta, keys=[a.key for a in annotations], texts=[a.text for a in annotations],
+            paraphrases=[list(a.paraphrases or (a.text,)) for a in annotations],
             clip_index=np.array([clip_row[a.clip_key] for a in annotations], np.int32).reshape(n),
             boxes=np.array([a.box for a in annotations], np.float32).reshape(n, 4),
             labels=_multi_hot(annotations), frames=frames, key_frames=key_frames, **cand,

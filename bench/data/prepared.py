@@ -7,7 +7,7 @@ clip; instances point at their clip, since a clip carries several referred perso
 Layout of a prepared split folder::
 
     meta.json           PreparedMeta (source, fingerprint, sizes, object classes, format version)
-    instances.json      {"keys": [...], "texts": [...]}
+    instances.json      {"keys": [...], "texts": [...], "paraphrases": [[...], ...]}
     clip_index.npy      int32  (N,)   instance -> clip row
     boxes.npy           float32 (N, 4) ground-truth box, normalised xyxy
     labels.npy          uint8  (N, 80) multi-hot
@@ -17,6 +17,10 @@ Layout of a prepared split folder::
     cand_labels.npy     int16  (C, K)  index into meta.object_classes (0 = person)
     cand_scores.npy     float32 (C, K)
     cand_mask.npy       bool   (C, K)
+
+``paraphrases`` holds every description of each instance, ``texts[i]`` first; folders prepared
+before it existed lack it and load with ``paraphrases=None`` (the format version is unchanged, so
+their fingerprints, and the job identities built on them, stay the same).
 
 Writes are atomic: a split is written to a temporary sibling folder and renamed into place.
 """
@@ -87,6 +91,11 @@ class PreparedSplit:
     cand_labels: np.ndarray
     cand_scores: np.ndarray
     cand_mask: np.ndarray
+    #: every description per instance, ``texts[i]`` first; None for folders prepared before they
+    #: were stored (paraphrase training then refuses, naming ``folder``)
+    paraphrases: list[list[str]] | None = None
+    #: the folder it was loaded from (error messages only)
+    folder: Path | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -117,6 +126,13 @@ class PreparedSplit:
                 raise PreparedDataError(f"prepared split {self.meta.split!r}: field {name!r}: {msg}")
 
         need(len(self.texts) == n, "texts", f"has {len(self.texts)} entries for {n} keys")
+        if self.paraphrases is not None:
+            need(len(self.paraphrases) == n, "paraphrases",
+                 f"has {len(self.paraphrases)} entries for {n} keys")
+            for i, (text, para) in enumerate(zip(self.texts, self.paraphrases)):
+                need(isinstance(para, list) and bool(para) and all(isinstance(t, str) and t for t in para),
+                     "paraphrases", f"entry {i} must be a non-empty list of non-empty strings")
+                need(para[0] == text, "paraphrases", f"entry {i} does not start with texts[{i}]")
         need(len(set(self.keys)) == n, "keys", "keys are not unique")
         need(self.clip_index.shape == (n,), "clip_index", f"shape {self.clip_index.shape} != ({n},)")
         need(self.boxes.shape == (n, 4), "boxes", f"shape {self.boxes.shape} != ({n}, 4)")
@@ -157,7 +173,20 @@ class PreparedSplit:
             clip_index=self.clip_index[rows], boxes=self.boxes[rows], labels=self.labels[rows],
             frames=self.frames, key_frames=self.key_frames, cand_boxes=self.cand_boxes,
             cand_labels=self.cand_labels, cand_scores=self.cand_scores, cand_mask=self.cand_mask,
+            paraphrases=None if self.paraphrases is None else [self.paraphrases[i] for i in rows],
+            folder=self.folder,
         )
+
+    def paraphrase_counts(self) -> np.ndarray:
+        """Number of descriptions of every instance (int64, (N,)); refuses a folder without them."""
+        if self.paraphrases is None:
+            where = str(self.folder) if self.folder is not None else f"{self.meta.source} ({self.meta.split})"
+            raise PreparedDataError(
+                f"prepared split {where} stores no paraphrases (it was prepared before they were "
+                "kept), so paraphrase training cannot run on it: prepare it again (`ravar-bench data "
+                "prepare` rebuilds it with the same fingerprint, as does the next run on refava:<folder>; "
+                "delete a synth:* data folder to regenerate it identically)")
+        return np.array([len(p) for p in self.paraphrases], np.int64)
 
     # ----------------------------------------------------------------------------- persistence
     def save(self, folder: str | Path) -> Path:
@@ -168,7 +197,10 @@ class PreparedSplit:
         try:
             for name in _ARRAYS:
                 np.save(tmp / f"{name}.npy", np.ascontiguousarray(getattr(self, name), _DTYPES[name]))
-            (tmp / "instances.json").write_text(json.dumps({"keys": self.keys, "texts": self.texts}))
+            inst: dict = {"keys": self.keys, "texts": self.texts}
+            if self.paraphrases is not None:
+                inst["paraphrases"] = self.paraphrases
+            (tmp / "instances.json").write_text(json.dumps(inst))
             (tmp / "meta.json").write_text(json.dumps(asdict(self.meta), indent=1))
             if folder.exists():
                 old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
@@ -201,8 +233,11 @@ class PreparedSplit:
         try:
             inst = json.loads((folder / "instances.json").read_text())
             keys, texts = list(inst["keys"]), list(inst["texts"])
+            paraphrases = inst.get("paraphrases")  # absent in folders prepared before it was stored
         except (OSError, json.JSONDecodeError, KeyError) as exc:
             raise PreparedDataError(f"{folder / 'instances.json'}: unreadable ({exc})") from exc
+        if paraphrases is not None and not isinstance(paraphrases, list):
+            raise PreparedDataError(f"{folder / 'instances.json'}: 'paraphrases' must be a list")
         arrays = {}
         for name in _ARRAYS:
             path = folder / f"{name}.npy"
@@ -212,7 +247,7 @@ class PreparedSplit:
                 raise PreparedDataError(f"{path}: unreadable array ({exc})") from exc
             if arrays[name].dtype != _DTYPES[name]:
                 raise PreparedDataError(f"{path}: dtype {arrays[name].dtype} != {np.dtype(_DTYPES[name])}")
-        return cls(meta=meta, keys=keys, texts=texts, **arrays)
+        return cls(meta=meta, keys=keys, texts=texts, paraphrases=paraphrases, folder=folder, **arrays)
 
 
 def train_statistics(split: PreparedSplit) -> tuple[tuple[float, ...], tuple[float, float, float, float]]:

@@ -6,7 +6,9 @@ On-disk format (spec §2.4). Per split (``train``, ``val``, ``test``) the folder
 
 * keyframe:    an array-like of box rows; the box is ``np.array(v)[0][:4]`` (normalised xyxy).
 * label:       a list of AVA action ids (ints 1..80).
-* description: a list of strings; the referring expression is ``v[0]``.
+* description: a list of strings (paraphrases of one referring expression); the official loader
+                 reads ``v[0]`` only. All are kept (``Annotation.paraphrases``) for optional
+                 paraphrase training; ``Annotation.text`` is ``v[0]``.
 
 Frames live under ``frames/<video_id>/image_%06d.jpg`` (see :mod:`.frames`).
 
@@ -22,7 +24,8 @@ Deliberate differences from the released loader:
 * an empty label list is an error: every AVA person box carries at least one action, so an empty
   list means a broken export, and it would be an all-negative row that no metric can score;
 * a description that is a bare string (not a list) is an error: ``v[0]`` would be its first
-  character.
+  character;
+* every description, not only ``v[0]``, must be a non-empty string (the error names its index).
 
 Nothing here raises from deep inside numpy or pickle on bad input: problems are collected as
 :class:`Problem` records naming the file, key and field, and :func:`validate_folder` reports all
@@ -100,6 +103,9 @@ class Annotation:
     text: str
     box: tuple[float, float, float, float]
     label_ids: tuple[int, ...]  # sorted, unique AVA ids in 1..80
+    #: every description of the person in file order, ``text`` first (paraphrase training samples
+    #: among them; evaluation reads ``text`` only, as the official protocol)
+    paraphrases: tuple[str, ...] = ()
 
     @property
     def clip_key(self) -> str:
@@ -203,8 +209,8 @@ def parse_labels(value: Any) -> tuple[tuple[int, ...] | None, list[str]]:
     return (None if msgs else tuple(sorted({int(x) for x in items}))), msgs
 
 
-def parse_text(value: Any) -> tuple[str | None, list[str]]:
-    """The referring expression ``v[0]`` of a description-dict value."""
+def parse_descriptions(value: Any) -> tuple[tuple[str, ...] | None, list[str]]:
+    """Every description of a description-dict value: a non-empty list of non-empty strings."""
     if isinstance(value, (str, bytes)):
         return None, ["expected a list of strings, got a bare string (v[0] would be one character)"]
     if isinstance(value, np.ndarray) and value.ndim == 1:
@@ -213,12 +219,19 @@ def parse_text(value: Any) -> tuple[str | None, list[str]]:
         return None, [f"expected a list of strings, got {type(value).__name__}"]
     if not value:
         return None, ["empty description list"]
-    text = value[0]
-    if not isinstance(text, str):
-        return None, [f"description v[0] must be a string, got {type(text).__name__}"]
-    if not text.strip():
-        return None, ["description v[0] is empty"]
-    return str(text), []
+    msgs = []
+    for i, text in enumerate(value):
+        if not isinstance(text, str):
+            msgs.append(f"description v[{i}] must be a string, got {type(text).__name__}")
+        elif not text.strip():
+            msgs.append(f"description v[{i}] is empty")
+    return (None if msgs else tuple(str(t) for t in value)), msgs
+
+
+def parse_text(value: Any) -> tuple[str | None, list[str]]:
+    """The referring expression ``v[0]`` of a description-dict value (all of it validated)."""
+    texts, msgs = parse_descriptions(value)
+    return (texts[0] if texts else None), msgs
 
 
 def parse_candidates(value: Any) -> tuple[Candidates | None, list[str]]:
@@ -334,7 +347,7 @@ class RefAVAFolder:
                     bad = True
             values: dict[str, Any] = {}
             for kind, parser, field in (("keyframe", parse_box, "box"), ("label", parse_labels, "labels"),
-                                        ("description", parse_text, "text")):
+                                        ("description", parse_descriptions, "text")):
                 if kind not in holders:
                     continue
                 values[kind], msgs = parser(dicts[kind][key])
@@ -344,7 +357,8 @@ class RefAVAFolder:
                 continue
             out.append(Annotation(
                 key=str(key), video_id=str(parts[0]), timestamp=int(parts[1]), person_id=str(parts[2]),
-                text=values["description"], box=values["keyframe"], label_ids=values["label"],
+                text=values["description"][0], box=values["keyframe"], label_ids=values["label"],
+                paraphrases=values["description"],
             ))
         return out
 
@@ -459,5 +473,6 @@ def validate_folder(root: str | Path, splits: Sequence[str] = SPLITS, num_frames
 __all__ = [
     "SPLITS", "KINDS", "NUM_CLASSES", "Problem", "RefAVAError", "Annotation", "Candidates",
     "SplitContents", "RefAVAFolder", "load_annotations", "validate_folder", "pickle_name",
-    "candidates_name", "parse_key", "parse_box", "parse_labels", "parse_text", "parse_candidates",
+    "candidates_name", "parse_key", "parse_box", "parse_labels", "parse_text", "parse_descriptions",
+    "parse_candidates",
 ]
