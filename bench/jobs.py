@@ -130,11 +130,11 @@ class Job:
 def resolve_train(suite: Suite, entry, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """TrainConfig for an entry: defaults < baseline [train] < suite [train] < entry train <
     command-line overrides. The suite, being the experiment, has the last word over the baseline."""
-    from .train import TrainConfig
+    from .train import TrainConfig, config_dict
 
     merged = {**entry.baseline.train, **suite.train, **entry.train, **(extra or {})}
     where = f"{suite.path}: entries[{entry.index}] ({entry.baseline_name}) train"
-    return asdict(TrainConfig.from_dict(merged, where=where))
+    return config_dict(TrainConfig.from_dict(merged, where=where))
 
 
 def _plain(value: Any) -> bool:
