@@ -13,6 +13,7 @@ import logging
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +111,47 @@ def cmd_list(args: argparse.Namespace) -> int:
                 hp = ", ".join(f"{k}={p.default!r}" for k, p in spec.parameters().items()
                                if k not in ("streams", "query_stream"))
                 _say(f"  {'':<11} hparams: {hp or '-'}")
+    if what in ("perturbations", "all"):
+        from .data.perturb import PERTURBATIONS, SEVERITIES
+
+        _say(f"perturbations ({len(PERTURBATIONS)}; suite key perturbations, severities "
+             f"{SEVERITIES[0]}-{SEVERITIES[-1]}):")
+        _list_registry(PERTURBATIONS, first_doc_line, args.verbose)
+    if what in ("executors", "all"):
+        from .executors import EXECUTORS
+
+        _say(f"executors ({len(EXECUTORS)}):")
+        _list_registry(EXECUTORS, first_doc_line, args.verbose)
+    if what in ("backbones", "all"):
+        from .data.backbones import BACKBONES
+
+        _say(f"backbones ({len(BACKBONES)}; person stage):")
+        _list_registry(BACKBONES, lambda b: f"{b.dim}-d, weights from {b.package}", args.verbose)
     return EXIT_OK
+
+
+def first_doc_line(obj: Any) -> str:
+    return (obj.__doc__ or "").strip().split("\n")[0]
+
+
+def _list_registry(registry: Any, summary: Callable[[Any], str], verbose: bool) -> None:
+    """One line per registered name; ``-v`` adds where it was registered (module or entry point)."""
+    for name in registry:
+        _say(f"  {name:<18} {summary(registry[name])}")
+        if verbose:
+            _say(f"  {'':<18} from {registry.places[name]}")
+
+
+def executor_name(value: str) -> str:
+    """``--executor``: a registered executor (plug-ins too), checked while parsing, before any run."""
+    from .executors import EXECUTORS
+    from .jobs import RunError
+
+    try:
+        EXECUTORS.get(value)
+    except RunError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -479,8 +520,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baselines", metavar="DIR", help="folder of baseline files (default: the repository's baselines/)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    s = sub.add_parser("list", parents=[common], help="list adapters, baselines or suites")
-    s.add_argument("what", nargs="?", choices=("adapters", "baselines", "suites", "fusions"))
+    s = sub.add_parser("list", parents=[common], help="list adapters, baselines, suites or another registered kind")
+    s.add_argument("what", nargs="?", choices=("adapters", "baselines", "suites", "fusions", "perturbations",
+                                               "executors", "backbones"))
     s.add_argument("-v", "--verbose", action="store_true", help="also show parameters / paper numbers")
     s.set_defaults(func=cmd_list)
 
@@ -535,7 +577,8 @@ def build_parser() -> argparse.ArgumentParser:
                                       "folder of prepared splits (default: the suite's)")
         s.add_argument("--seeds", type=int, help="number of seeds (default: the suite's)")
         s.add_argument("--out", required=out_default is None, default=out_default, help="results directory")
-        s.add_argument("--executor", default="local", choices=("local", "ray"))
+        s.add_argument("--executor", default="local", type=executor_name,
+                       help="local (default), ray, or a plug-in's name (ravar-bench list executors)")
         s.add_argument("--jobs", type=int, default=None, metavar="N",
                        help="local worker processes, one job each (default: the number of cores, at most "
                             "4; every job uses one torch thread, so numbers do not depend on N)")

@@ -4,37 +4,87 @@ Both executors call :func:`ravar_bench.jobs.run_job`, which takes the job's lock
 evaluates and commits the record atomically, so the store is correct whichever process writes it,
 and a local runner and a Ray cluster may even share one results directory. A job that another
 process is running (``busy``) is waited for at the end, and taken over if its owner dies.
+
+Other executors (a batch scheduler, a cloud queue) plug in by name (:data:`EXECUTORS`, chosen with
+``--executor``): ``@register_executor("name")`` on a factory, or an entry point of the group
+``ravar_bench.executors``. The factory takes the run's options as keywords (``workers``,
+``ray_address``, ``ray_cpus``, ``ray_job_cpus``, ``ray_job_gpus``; accept ``**options`` for the
+rest) and returns an :class:`Executor`; each job must go through :func:`~ravar_bench.jobs.run_job`,
+which keeps the store correct.
 """
 from __future__ import annotations
 
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from .jobs import Job, JobOutcome, RunError, run_job, warm_person_features
 from .logs import configure_from_env
+from .registry import Registry
 from .store import Store
 
 log = logging.getLogger(__name__)
 
-EXECUTORS = ("local", "ray")
+ENTRY_POINT_GROUP = "ravar_bench.executors"
+
+
+class Executor(Protocol):
+    """What the runner needs of an executor: run the jobs, return one outcome per job."""
+
+    name: str
+
+    def run(self, jobs: Sequence[Job], out: Path, *, overwrite: str, run_started: float,
+            progress: bool = True, wait_for_others: bool = True) -> list[JobOutcome]: ...
+
+
+ExecutorFactory = Callable[..., Executor]
+F = TypeVar("F", bound=ExecutorFactory)
+
+
+def make_executor(name: str, factory: object, origin: str) -> ExecutorFactory:
+    """The registry's entry: the factory itself, once it is known to be callable."""
+    if not callable(factory):
+        raise RunError(f"executor {name!r} ({origin}) is not callable: {factory!r}")
+    return factory  # type: ignore[return-value]
+
+
+#: Every executor: ``local`` and ``ray`` below (registered when this module is imported) and the
+#: ``ravar_bench.executors`` entry points. Reads like the tuple of names it replaced.
+EXECUTORS: Registry[ExecutorFactory] = Registry(
+    "executor", package=__name__, group=ENTRY_POINT_GROUP, error=RunError, make=make_executor)
+
+
+def register_executor(name: str) -> Callable[[F], F]:
+    """Function decorator: register an executor factory under ``name`` (the ``--executor`` value)."""
+    return EXECUTORS.register(name)
 
 
 def get_executor(name: str, *, ray_address: str | None = None, ray_cpus: int | None = None,
-                 ray_job_cpus: float = 1.0, ray_job_gpus: float = 0.0, workers: int = 1):
+                 ray_job_cpus: float = 1.0, ray_job_gpus: float = 0.0, workers: int = 1) -> Executor:
+    """The executor registered under ``name``, built with the run's options."""
     if workers < 1:
         raise RunError(f"--jobs must be >= 1, got {workers}")
-    if name == "local":
-        return LocalExecutor() if workers == 1 else ProcessPoolExecutor(workers)
-    if name == "ray":
-        if ray_job_cpus <= 0 or ray_job_gpus < 0:
-            raise RunError(f"--ray-job-cpus must be > 0 and --ray-job-gpus >= 0, got {ray_job_cpus}, {ray_job_gpus}")
-        return RayExecutor(address=ray_address, num_cpus=ray_cpus, cpus_per_job=ray_job_cpus,
-                           gpus_per_job=ray_job_gpus)
-    raise RunError(f"--executor must be one of {', '.join(EXECUTORS)}, got {name!r}")
+    return EXECUTORS.get(name)(workers=workers, ray_address=ray_address, ray_cpus=ray_cpus,
+                               ray_job_cpus=ray_job_cpus, ray_job_gpus=ray_job_gpus)
+
+
+@register_executor("local")
+def local_executor(*, workers: int = 1, **options: Any) -> Executor:
+    """Jobs in this process (``--jobs 1``) or in N local worker processes (``--jobs N``)."""
+    return LocalExecutor() if workers == 1 else ProcessPoolExecutor(workers)
+
+
+@register_executor("ray")
+def ray_executor(*, ray_address: str | None = None, ray_cpus: int | None = None, ray_job_cpus: float = 1.0,
+                 ray_job_gpus: float = 0.0, **options: Any) -> Executor:
+    """One Ray task per job, on a cluster (``--ray-address``) or a private local instance."""
+    if ray_job_cpus <= 0 or ray_job_gpus < 0:
+        raise RunError(f"--ray-job-cpus must be > 0 and --ray-job-gpus >= 0, got {ray_job_cpus}, {ray_job_gpus}")
+    return RayExecutor(address=ray_address, num_cpus=ray_cpus, cpus_per_job=ray_job_cpus,
+                       gpus_per_job=ray_job_gpus)
 
 
 def _bar(total: int, enabled: bool, desc: str, position: int = 0, leave: bool = True):

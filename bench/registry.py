@@ -6,9 +6,12 @@ A :class:`Registry` is found in two ways, both read on the first lookup:
   ``@registry.register(name)`` decorators run. Adding an in-tree entry is therefore one file in that
   package and no list to edit. Modules whose name starts with ``_`` are skipped; module-level
   imports must stay light (optional dependencies are imported inside functions), since listing
-  the kind imports them all.
+  the kind imports them all. ``package`` may instead name a single module that registers its
+  built-ins at import (perturbations, executors, backbones): scanning ``ravar_bench.data`` would
+  import every heavy data module for a name.
 * **Other packages**: an entry point in the kind's group (``ravar_bench.adapters``,
-  ``ravar_bench.fusions``); the entry-point name is the registered name.
+  ``ravar_bench.fusions``, ``ravar_bench.perturbations``, ``ravar_bench.executors``,
+  ``ravar_bench.backbones``); the entry-point name is the registered name.
 
 A name that is not found triggers one more scan (a module or plug-in added since the first
 lookup), then the kind's error with a "did you mean" for the closest known name.
@@ -44,7 +47,11 @@ class Registry(Generic[E]):
     """Named entries of one kind. ``make(name, obj, origin, **meta)`` turns a registered object
     into the kind's entry (e.g. an AdapterSpec) and raises ``error`` when the object is unfit;
     two entries are the same registration when they compare equal (a module imported again).
-    ``aliases(entry)`` gives further lookup keys, ``label`` and ``order`` shape listings."""
+    ``aliases(entry)`` gives further lookup keys, ``label`` and ``order`` shape listings.
+
+    A registry also reads like the tuple or dict of names it replaces (``in``, iteration over
+    the registered names in ``order``, ``len``, ``registry[name]``), so code that validated a
+    name against a constant accepts plug-ins without a change."""
 
     def __init__(self, kind: str, *, package: str, group: str, error: type[Exception] = LookupError,
                  make: Callable[..., E] = keep_object, aliases: Callable[[E], Iterable[str]] = lambda e: (),
@@ -98,7 +105,7 @@ class Registry(Generic[E]):
     def discover(self) -> None:
         """Import every module of the in-tree package, then every entry point of the group."""
         package = importlib.import_module(self.package)
-        for module in pkgutil.iter_modules(package.__path__, package.__name__ + "."):
+        for module in pkgutil.iter_modules(getattr(package, "__path__", ()), package.__name__ + "."):
             if not module.name.rsplit(".", 1)[-1].startswith("_"):
                 importlib.import_module(module.name)
         for ep in metadata.entry_points(group=self.group):
@@ -133,6 +140,18 @@ class Registry(Generic[E]):
     def __contains__(self, name: object) -> bool:
         self.load()
         return isinstance(name, str) and self.fold(name) in self.keys
+
+    def __iter__(self) -> Iterator[str]:
+        """The registered names (not aliases), in ``order``."""
+        self.load()
+        return iter(sorted(self.entries, key=self.order))
+
+    def __len__(self) -> int:
+        self.load()
+        return len(self.entries)
+
+    def __getitem__(self, name: str) -> E:
+        return self.get(name)
 
     @contextmanager
     def isolated(self) -> Iterator[Registry[E]]:

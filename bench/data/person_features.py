@@ -55,8 +55,10 @@ class StageConfig:
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:
-            raise ValueError(f"person stage: unknown backbone {self.backbone!r}; choose one of "
-                             f"{', '.join(BACKBONES)}")
+            try:
+                BACKBONES.get(self.backbone)
+            except ValueError as exc:  # the registry's message, with its "did you mean"
+                raise ValueError(f"person stage: {exc}") from None
         if self.frames < 1 or min(self.crop) < 16:
             raise ValueError(f"person stage: frames must be >= 1 and crop sides >= 16, got {self}")
 

@@ -27,18 +27,58 @@ six types on dark, low-saturation content like movie frames, but two orderings d
 desaturate while 3-5 oversaturate). Fog is not ordered by mean change at all (severities 3 and 4
 share strength 2.5; a rougher fractal spreads less); what rises is the haze weight, i.e. the
 fraction of scene contrast removed, 1 - p/(p+c) for a clip with peak p.
+
+More perturbations plug in by name (:data:`PERTURBATIONS`): ``@register_perturbation("name")`` on
+a function ``(clip, severity, rng) -> clip`` with this module's contract and severities 1..5, or
+an entry point of the group ``ravar_bench.perturbations``. Suites and condition names use the name.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image
 
-PERTURBATIONS: tuple[str, ...] = (
+from ..registry import Registry
+
+ENTRY_POINT_GROUP = "ravar_bench.perturbations"
+#: The seven of spec §4.4, in its order; listings and error messages keep it, plug-ins follow.
+SPEC_PERTURBATIONS: tuple[str, ...] = (
     "shot_noise", "rain", "fog", "brightness", "motion_blur", "contrast", "saturate",
 )
 SEVERITIES: tuple[int, ...] = (1, 2, 3, 4, 5)
+
+#: ``(uint8 clip (T, H, W, 3), severity 1..5, numpy Generator) -> uint8 clip of the same shape``.
+PerturbFn = Callable[[np.ndarray, int, np.random.Generator], np.ndarray]
+P = TypeVar("P", bound=PerturbFn)
+
+
+def make_perturbation(name: str, fn: object, origin: str) -> PerturbFn:
+    """The registry's entry: the function itself, once it is known to be callable."""
+    if not callable(fn):
+        raise ValueError(f"perturbation {name!r} ({origin}) is not callable: {fn!r}")
+    return fn  # type: ignore[return-value]
+
+
+def spec_order(name: str) -> tuple[int, str]:
+    """Sort key: the spec's seven in its order, then plug-ins by name."""
+    return (SPEC_PERTURBATIONS.index(name) if name in SPEC_PERTURBATIONS else len(SPEC_PERTURBATIONS), name)
+
+
+#: Every perturbation: the seven below (registered when this module is imported; the data package
+#: is not scanned, it holds heavy modules) and the ``ravar_bench.perturbations`` entry points.
+#: Reads like the tuple of names it replaced (``in``, iteration in spec order).
+PERTURBATIONS: Registry[PerturbFn] = Registry(
+    "perturbation", package=__name__, group=ENTRY_POINT_GROUP, error=ValueError,
+    make=make_perturbation, order=spec_order)
+
+
+def register_perturbation(name: str) -> Callable[[P], P]:
+    """Function decorator: register a perturbation under ``name`` (its condition name)."""
+    return PERTURBATIONS.register(name)
+
 
 # Parameters per severity 1..5 (spec §4.4).
 SHOT_NOISE = (60, 25, 12, 5, 3)
@@ -65,6 +105,7 @@ def _to_uint8(x: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- perturbations
+@register_perturbation("shot_noise")
 def shot_noise(clip: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
     """Photon noise: Poisson counts at ``c`` photons per unit intensity, then rescaled."""
     c = SHOT_NOISE[severity - 1]
@@ -82,6 +123,7 @@ def _box_blur3(frame: np.ndarray) -> np.ndarray:
     return out / 9.0
 
 
+@register_perturbation("rain")
 def rain(clip: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
     """Slanted light-grey streaks, a 3x3 blur, then darkening (overcast light)."""
     area_per_drop, length_ref, darken = RAIN[severity - 1]
@@ -135,6 +177,7 @@ def plasma_fractal(size: int, decay: float, rng: np.random.Generator) -> np.ndar
     return m / peak if peak > 0 else m
 
 
+@register_perturbation("fog")
 def fog(clip: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
     """Add a plasma-fractal haze of strength ``c0`` and rescale to keep the clip's peak."""
     strength, decay = FOG[severity - 1]
@@ -148,6 +191,7 @@ def fog(clip: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray
     return _to_uint8(x * peak / (peak + strength))
 
 
+@register_perturbation("brightness")
 def brightness(clip: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
     """HSV value + c. Hue and saturation fixed means every channel scales by V'/V."""
     del rng
@@ -158,6 +202,7 @@ def brightness(clip: np.ndarray, severity: int, rng: np.random.Generator) -> np.
     return _to_uint8(np.where(v > 0, x * ratio, v_new))
 
 
+@register_perturbation("motion_blur")
 def motion_blur(clip: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
     """Temporal box average of ``2c`` frames around each frame, edges repeated (T kept)."""
     del rng
@@ -168,6 +213,7 @@ def motion_blur(clip: np.ndarray, severity: int, rng: np.random.Generator) -> np
     return (x[idx].mean(axis=1) + 0.5).astype(np.uint8)
 
 
+@register_perturbation("contrast")
 def contrast(clip: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
     """Pull every pixel towards its frame's per-channel mean by factor c."""
     del rng
@@ -177,6 +223,7 @@ def contrast(clip: np.ndarray, severity: int, rng: np.random.Generator) -> np.nd
     return _to_uint8((x - means) * c + means)
 
 
+@register_perturbation("saturate")
 def saturate(clip: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
     """HSV saturation S -> clip(S * a + b). With V and hue fixed, a channel is V - S*V*w(hue)."""
     del rng
@@ -191,12 +238,6 @@ def saturate(clip: np.ndarray, severity: int, rng: np.random.Generator) -> np.nd
     return _to_uint8(v - s_new * v * w)
 
 
-_FUNCS = {
-    "shot_noise": shot_noise, "rain": rain, "fog": fog, "brightness": brightness,
-    "motion_blur": motion_blur, "contrast": contrast, "saturate": saturate,
-}
-
-
 @dataclass(frozen=True)
 class Perturbation:
     """A named perturbation at one severity; callable as a FrameTransform (and picklable)."""
@@ -205,8 +246,7 @@ class Perturbation:
     severity: int
 
     def __post_init__(self) -> None:
-        if self.name not in _FUNCS:
-            raise ValueError(f"unknown perturbation {self.name!r}; choose one of {', '.join(PERTURBATIONS)}")
+        PERTURBATIONS.get(self.name)  # unknown names: ValueError with "did you mean"
         if self.severity not in SEVERITIES:
             raise ValueError(f"severity must be one of {SEVERITIES}, got {self.severity!r}")
 
@@ -215,8 +255,11 @@ class Perturbation:
         if clip.dtype != np.uint8 or clip.ndim != 4 or clip.shape[-1] != 3 or 0 in clip.shape:
             raise ValueError(
                 f"{self.name}: expected a uint8 clip (T, H, W, 3), got {clip.dtype} {clip.shape}")
-        out = _FUNCS[self.name](clip, self.severity, rng)
-        assert out.shape == clip.shape and out.dtype == np.uint8
+        out = PERTURBATIONS.get(self.name)(clip, self.severity, rng)
+        if not isinstance(out, np.ndarray) or out.shape != clip.shape or out.dtype != np.uint8:
+            raise ValueError(f"{self.name}: must return a uint8 clip of shape {clip.shape} (a plug-in "
+                             f"broke the contract), got {getattr(out, 'dtype', type(out).__name__)} "
+                             f"{getattr(out, 'shape', '')}")
         return out
 
     def __str__(self) -> str:
@@ -224,7 +267,7 @@ class Perturbation:
 
 
 def get_perturbation(name: str, severity: int) -> Perturbation:
-    """The FrameTransform for ``name`` (one of :data:`PERTURBATIONS`) at severity 1..5."""
+    """The FrameTransform for ``name`` (registered in :data:`PERTURBATIONS`) at severity 1..5."""
     return Perturbation(name, int(severity))
 
 
