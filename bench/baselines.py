@@ -3,12 +3,15 @@
 A baseline file is one leaderboard row: which adapter, with which parameters at paper scale
 (``[params]``) and at CPU scale (``[params_tiny]``), optional training overrides and the paper's
 numbers with their provenance. A suite is a paper table: a list of entries (baseline + optional
-overrides), the evaluation conditions and defaults for data and seeds. The formats are described
+overrides, optionally a ``group`` label), the evaluation conditions, defaults for data and seeds,
+and optionally the orderings it expects between groups (``[[expect]]``, evaluated by the report,
+:mod:`ravar_bench.report.expectations`). The formats are described
 in ``docs/cli.md``; every table, key and type is checked here, and each error names the file and
 the key, so a typo fails before any training starts.
 """
 from __future__ import annotations
 
+import math
 import os
 import sys
 import tomllib
@@ -253,6 +256,42 @@ class SuiteEntry:
     label: str
     params: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
+    #: free label ("text-aware", "prior", ...) that ``[[expect]]`` tables name; not part of any
+    #: job's identity, so grouping a suite's entries never re-runs a job
+    group: str | None = None
+
+
+#: ``[[expect]]`` kinds -> (required keys, optional keys). Every kind also takes ``metric``
+#: (default the headline), ``split`` (default the suite's paper_split) and ``note``.
+EXPECT_KINDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "above": (("upper", "lower"), ()),  # every upper row's CI above every lower row's CI
+    "drop": (("group", "condition", "at_least"), ()),  # none − condition >= at_least, each row
+    "within_ci": (("group", "condition"), ()),  # the condition's value inside the clean CI
+    "at_least": (("group", "value"), ("condition",)),  # the row's value >= value
+}
+EXPECT_COMMON = ("kind", "metric", "split", "note")
+EXPECT_DEFAULT_METRIC = "paper_v1.mAP"
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """One ordering a suite expects (an ``[[expect]]`` table), stated as data so that the report
+    can say whether it holds, with the numbers that decide it, instead of a hand-written claim."""
+
+    index: int
+    kind: str  # one of EXPECT_KINDS
+    metric: str  # "paper_v1.mAP"
+    split: str  # "test"
+    group: str | None = None  # drop, within_ci, at_least
+    upper: str | None = None  # above
+    lower: str | None = None  # above
+    condition: str = "none"  # drop, within_ci: the control compared with "none"
+    at_least: float | None = None  # drop: the least drop, in metric units
+    value: float | None = None  # at_least: the threshold
+    note: str | None = None  # the suite's own words, printed next to the verdict
+
+    def groups(self) -> tuple[str, ...]:
+        return tuple(g for g in (self.upper, self.lower, self.group) if g is not None)
 
 
 @dataclass(frozen=True)
@@ -274,6 +313,7 @@ class Suite:
     train: dict[str, Any] = field(default_factory=dict)
     entries: tuple[SuiteEntry, ...] = ()
     missing: tuple[str, ...] = ()  # entries skipped because their baseline file is absent
+    expectations: tuple[Expectation, ...] = ()  # [[expect]]: checked by the report, not the runner
 
 
 SUITE_KEYS = ("name", "title", "description", "paper_split", "data", "seeds", "scale", "controls",
@@ -305,7 +345,7 @@ def load_suite(name: str, root: Path | None = None, skip_missing: bool = False,
     broot = root or (path.parent.parent if path.parent.name == "suites" else baselines_dir())
     data = _read_toml(path)
     f = str(path)
-    _only(data, ("suite", "train", "entries"), f"{f}: top level")
+    _only(data, ("suite", "train", "entries", "expect"), f"{f}: top level")
     head = _get(data, "suite", (dict,), f, required=True)
     w = f"{f}: [suite]"
     _only(head, SUITE_KEYS, w)
@@ -346,13 +386,18 @@ def load_suite(name: str, root: Path | None = None, skip_missing: bool = False,
     raw_entries = _get(data, "entries", (list,), f, required=True)
     if not raw_entries:
         raise BaselineError(f"{f}: [[entries]] is empty; a suite needs at least one entry")
-    entries, missing = [], []
+    entries, missing, groups = [], [], []
     for i, raw in enumerate(raw_entries):
         we = f"{f}: entries[{i}]"
         if not isinstance(raw, dict):
             raise BaselineError(f"{we}: must be a table")
-        _only(raw, ("baseline", "label", "params", "train"), we)
+        _only(raw, ("baseline", "label", "params", "train", "group"), we)
         bname = _get(raw, "baseline", (str,), we, required=True)
+        group = _get(raw, "group", (str,), we)
+        if group is not None and not group.strip():
+            raise BaselineError(f"{we}: key 'group' must be a non-empty string")
+        if group is not None:
+            groups.append(group)
         bpath = baseline_path(bname, broot)
         if not bpath.is_file():
             if skip_missing:
@@ -370,19 +415,73 @@ def load_suite(name: str, root: Path | None = None, skip_missing: bool = False,
             validate_params(baseline, baseline.params_for(scale, params), f"{we} ({bname}) params", scale)
         entries.append(SuiteEntry(index=i, baseline_name=bname, baseline=baseline,
                                   label=_get(raw, "label", (str,), we, default=baseline.title),
-                                  params=params, train=entry_train))
+                                  params=params, train=entry_train, group=group))
     if not entries:
         raise BaselineError(f"{f}: none of the entries' baseline files exist ({', '.join(missing)})")
+    controls = str_list("controls", CONTROLS, ("none",))
+    perturbations = str_list("perturbations", PERTURBATIONS, ())
+    conditions = list(controls) + [f"{p}@{s}" if c == "none" else f"{c}+{p}@{s}"
+                                   for c in controls for p in perturbations for s in severities]
+    expectations = _expectations(_get(data, "expect", (list,), f, default=[]), f, set(groups),
+                                 conditions, splits, paper_split)
     return Suite(
         name=sname, title=_get(head, "title", (str,), w, required=True), path=path,
         data=_get(head, "data", (str,), w, default="synth:small"), seeds=seeds, scale=scale,
         paper_split=paper_split, description=_get(head, "description", (str,), w),
-        controls=str_list("controls", CONTROLS, ("none",)),
-        perturbations=str_list("perturbations", PERTURBATIONS, ()),
+        controls=controls, perturbations=perturbations,
         severities=tuple(severities), splits=splits, bootstrap=bootstrap,
         efficiency=_get(head, "efficiency", (bool,), w, default=True), train=train,
-        entries=tuple(entries), missing=tuple(missing),
+        entries=tuple(entries), missing=tuple(missing), expectations=expectations,
     )
+
+
+def _expectations(raw: list, f: str, groups: set[str], conditions: list[str],
+                  splits: tuple[str, ...], paper_split: str) -> tuple[Expectation, ...]:
+    """Validate ``[[expect]]`` tables. Groups are checked against every entry's ``group``,
+    including entries skipped for a missing baseline file, so --skip-missing never turns a valid
+    suite invalid; metrics against the report's metric definitions."""
+    from .report.columns import METRICS
+
+    out = []
+    for i, table in enumerate(raw):
+        we = f"{f}: expect[{i}]"
+        if not isinstance(table, dict):
+            raise BaselineError(f"{we}: must be a table")
+        kind = _get(table, "kind", (str,), we, required=True)
+        if kind not in EXPECT_KINDS:
+            raise BaselineError(f"{we}: key 'kind' must be one of {', '.join(EXPECT_KINDS)}, got {kind!r}")
+        required, optional = EXPECT_KINDS[kind]
+        _only(table, EXPECT_COMMON + required + optional, f"{we} (kind {kind!r})")
+        for key in required:
+            v = _get(table, key, (float,) if key in ("at_least", "value") else (str,), we, required=True)
+            if key in ("at_least", "value") and not math.isfinite(v):
+                raise BaselineError(f"{we}: key {key!r} must be a finite number, got {v!r}")
+        metric = _get(table, "metric", (str,), we, default=EXPECT_DEFAULT_METRIC)
+        if metric not in METRICS:
+            raise BaselineError(f"{we}: key 'metric' = {metric!r} is not one of {', '.join(METRICS)}")
+        split = _get(table, "split", (str,), we, default=paper_split)
+        if split not in splits:
+            raise BaselineError(f"{we}: key 'split' = {split!r} is not an evaluated split of this "
+                                f"suite ({', '.join(splits)})")
+        for key in ("upper", "lower", "group"):
+            if key in table and table[key] not in groups:
+                raise BaselineError(f"{we}: key {key!r} = {table[key]!r} is a group that no entry has "
+                                    f"(groups: {', '.join(sorted(groups)) or 'none; add group = ... to [[entries]]'})")
+        if kind == "above" and table["upper"] == table["lower"]:
+            raise BaselineError(f"{we}: keys 'upper' and 'lower' name the same group {table['upper']!r}")
+        condition = _get(table, "condition", (str,), we, default="none")
+        compared = [c for c in conditions if c != "none"] if kind in ("drop", "within_ci") else conditions
+        if condition not in compared:
+            raise BaselineError(f"{we}: key 'condition' = {condition!r} is not one of this suite's "
+                                f"conditions{' other than none' if kind != 'at_least' else ''} "
+                                f"({', '.join(compared) or 'none; add it to [suite] controls'})")
+        note = _get(table, "note", (str,), we)
+        out.append(Expectation(
+            index=i, kind=kind, metric=metric, split=split, group=table.get("group"),
+            upper=table.get("upper"), lower=table.get("lower"), condition=condition,
+            at_least=float(table["at_least"]) if "at_least" in table else None,
+            value=float(table["value"]) if "value" in table else None, note=note))
+    return tuple(out)
 
 
 def check_all(root: Path | None = None) -> list[str]:

@@ -333,11 +333,10 @@ def _run(args: argparse.Namespace, suite_name: str) -> int:
     busy = [o for o in summary.outcomes if o.status == "busy"]
     for o in busy:
         _say(f"  still running elsewhere: {o.label} seed {o.seed} ({o.job_id})")
-    if suite_name != "quickstart" and dist.is_main:  # quickstart prints it from its report
-        from .report.build import learning_line
+    if suite_name != "quickstart" and dist.is_main:  # quickstart prints them from its report
+        from .report.build import summary_lines
 
-        line = learning_line(args.out, suite.name)
-        if line:
+        for line in summary_lines(args.out, suite.name):  # did it learn?, expected orderings
             _say(line)
     return EXIT_FAIL if summary.failed else EXIT_OK
 
@@ -356,8 +355,9 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     out_dir = Path(args.out) / "report"
     written = build_report(args.out, "quickstart", out_dir)
     _say(f"report: {out_dir}")
-    if "txt:learning" in written:
-        _say(written["txt:learning"].read_text().strip())
+    for key in ("txt:learning", "txt:expectations"):  # the first line of each is its summary
+        if key in written:
+            _say(written[key].read_text().splitlines()[0])
     return code
 
 

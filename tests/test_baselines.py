@@ -216,3 +216,82 @@ def test_fusion_zoo_references_v0_to_v9_in_order():
     # a baseline may appear twice (V3 with and without Han's grid terms) only under its own label
     rows = [(e["baseline"], e.get("label", "")) for e in raw["entries"]]
     assert len(set(rows)) == len(rows)
+
+
+# ------------------------------------------------------------------- groups and [[expect]]
+GROUPED = SUITE.replace('label = "Good (n = 16)"', 'label = "Good (n = 16)"\ngroup = "aware"') \
+    .rstrip() + '\ngroup = "blind"\n' + """
+[[expect]]
+kind = "above"
+upper = "aware"
+lower = "blind"
+note = "the suite's own words"
+
+[[expect]]
+kind = "drop"
+group = "aware"
+condition = "text_swap"
+at_least = 10
+
+[[expect]]
+kind = "within_ci"
+group = "blind"
+condition = "fog@5"
+metric = "paper_v1.mIoU"
+split = "val"
+
+[[expect]]
+kind = "at_least"
+group = "aware"
+value = 35.0
+metric = "paper_v1.mIoU"
+"""
+
+
+def test_groups_and_expectations_load(root):
+    write(root, "g", GROUPED.format(name="g"), suite=True)
+    s = load_suite("g", root)
+    assert [e.group for e in s.entries] == ["aware", "blind"]
+    above, drop, within, at_least = s.expectations
+    assert (above.kind, above.upper, above.lower, above.metric, above.split, above.note) == \
+        ("above", "aware", "blind", "paper_v1.mAP", "test", "the suite's own words")
+    assert (drop.condition, drop.at_least, drop.group) == ("text_swap", 10.0, "aware")
+    assert (within.condition, within.metric, within.split) == ("fog@5", "paper_v1.mIoU", "val")
+    assert (at_least.value, at_least.condition) == (35.0, "none")
+    assert load_suite("s", root).expectations == ()  # optional
+
+
+@pytest.mark.parametrize("old, new, expected", [
+    ('kind = "drop"', 'kind = "below"', "expect[1]: key 'kind' must be one of above, drop, within_ci, at_least"),
+    ('lower = "blind"', 'lower = "prior"', "expect[0]: key 'lower' = 'prior' is a group that no entry has (groups: aware, blind)"),
+    ('lower = "blind"', 'lower = "aware"', "expect[0]: keys 'upper' and 'lower' name the same group"),
+    ('lower = "blind"\n', "", "expect[0]: missing required key 'lower'"),
+    ('upper = "aware"', 'upper = "aware"\ngroup = "blind"', "expect[0] (kind 'above'): unknown key 'group'"),
+    ('at_least = 10', 'at_least = "10"', "expect[1]: key 'at_least' must be a number"),
+    ('at_least = 10', 'at_least = nan', "expect[1]: key 'at_least' must be a finite number"),
+    ('condition = "text_swap"', 'condition = "location_drop"',
+     "expect[1]: key 'condition' = 'location_drop' is not one of this suite's conditions other than none"),
+    ('condition = "text_swap"', 'condition = "none"', "expect[1]: key 'condition' = 'none' is not one of"),
+    ('metric = "paper_v1.mIoU"\nsplit', 'metric = "paper_v1.mAPP"\nsplit', "expect[2]: key 'metric' = 'paper_v1.mAPP' is not one of"),
+    ('split = "val"', 'split = "train"', "expect[2]: key 'split' = 'train' is not an evaluated split"),
+    ('value = 35.0', 'value = 35.0\nat_least = 3', "expect[3] (kind 'at_least'): unknown key 'at_least'"),
+    ('group = "blind"\n\n', 'group = 3\n\n', "entries[1]: key 'group' must be a string"),
+    ('group = "blind"\n\n', 'group = " "\n\n', "entries[1]: key 'group' must be a non-empty string"),
+    ('[[expect]]\nkind = "above"', '[[expects]]\nkind = "above"', "top level: unknown key 'expects'"),
+])
+def test_expectation_errors_name_the_file_and_key(root, old, new, expected):
+    text = GROUPED.format(name="t")
+    assert old in text
+    path = write(root, "t", text.replace(old, new, 1), suite=True)
+    with pytest.raises(BaselineError) as err:
+        load_suite("t", root)
+    assert str(path) in str(err.value) and expected in str(err.value)
+
+
+def test_a_group_of_a_skipped_entry_still_names_a_group(root):
+    """--skip-missing must not make a valid suite invalid: groups count every entry."""
+    text = GROUPED.format(name="t").replace('lower = "blind"', 'lower = "later"') \
+        + '\n[[entries]]\nbaseline = "fusion_v7"\ngroup = "later"\n'
+    write(root, "t", text, suite=True)
+    s = load_suite("t", root, skip_missing=True)
+    assert s.missing == ("fusion_v7",) and s.expectations[0].lower == "later"

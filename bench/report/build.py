@@ -14,6 +14,8 @@ from typing import Iterable
 from . import html as html_mod
 from . import plots as plot_mod
 from .collect import CollectOptions, ReportError, collect
+from .expectations import summary_line as expectations_summary
+from .expectations import text_report as expectations_text
 from .model import Leaderboard
 from .text import cells_records, latex, leaderboard_records, markdown, to_csv
 
@@ -97,6 +99,9 @@ def write_report(lb: Leaderboard, out_dir: str | Path,
         line = lb.learning_summary()
         if line is not None:  # "did it learn?" in one line, for the end of run / quickstart
             written["txt:learning"] = _write(out / "did_it_learn.txt", line + "\n")
+        text = expectations_text(lb)
+        if text is not None:  # the suite's [[expect]] verdicts; the first line is the summary
+            written["txt:expectations"] = _write(out / "expectations.txt", text)
     finally:
         if tmp_plots is not None:
             shutil.rmtree(tmp_plots, ignore_errors=True)
@@ -131,8 +136,9 @@ def build_report(results_dir: str | Path, suite_name: str | None, out_dir: str |
       no longer exist (ground truth for CIs, significance and per-class AP).
 
     Returns {what: path}: "md", "tex", "csv", "html", "csv:cells", "csv:significance",
-    "csv:significance_matrix", "csv:per_class", "txt:learning" (the "did it learn?" line) and
-    "png:<plot>" for each plot drawn.
+    "csv:significance_matrix", "csv:per_class", "txt:learning" (the "did it learn?" line),
+    "txt:expectations" (the suite's expected orderings, when its file declares any; first line =
+    the summary) and "png:<plot>" for each plot drawn.
     Raises :class:`ReportError` (a one-line message naming the directory, suite or parameter).
     """
     if paper_split is not None and paper_split not in ("val", "test"):
@@ -156,3 +162,11 @@ def build_report(results_dir: str | Path, suite_name: str | None, out_dir: str |
 def learning_line(results_dir: str | Path, suite_name: str | None) -> str | None:
     """The "did it learn?" line of a results directory (learned rows against the prior row)."""
     return collect(results_dir, suite_name, CollectOptions(significance=False)).learning_summary()
+
+
+def summary_lines(results_dir: str | Path, suite_name: str | None) -> list[str]:
+    """The lines that end a run, from one collection: "did it learn?" and, when the suite
+    declares expected orderings, whether they hold. (No significance matrix: the verdicts rest
+    on CIs and seed means; the p-values are in the full report.)"""
+    lb = collect(results_dir, suite_name, CollectOptions(significance=False))
+    return [line for line in (lb.learning_summary(), expectations_summary(lb)) if line]

@@ -24,6 +24,7 @@ from ravar_bench.protocol import canonical_json
 from ravar_bench.store import Store, StoreError, load_results, missing_jobs
 
 from .columns import HEADLINE, PAPER_METRICS, STRICT_HEADLINE, metric
+from .expectations import attach_suite_file
 from .model import Cell, Leaderboard, PaperRef, Row
 from .stats import (above_reference, percentile_interval, pooled_ci, quiet_bootstrap, seed_mean_replicates,
                     significance_matrix)
@@ -339,6 +340,8 @@ def collect(results_dir: str | Path, suite: str | None,
         if reps is not None:
             replicates[row.id] = reps
     _finish(lb, store, entries, manifest, truth, replicates, opt)
+    if suite is not None:
+        attach_suite_file(lb, suite)
     return lb
 
 

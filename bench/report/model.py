@@ -93,6 +93,7 @@ class Row:
     #: "did it learn?": headline above the prior row's (paired bootstrap); None = not tested
     above_prior: bool | None = None
     vs_prior: tuple[float, float] | None = None  # CI of (row − prior) on the headline
+    group: str | None = None  # the suite entry's ``group`` (read from the suite file as it is now)
 
     def cell(self, split: str, key: str, condition: str = "none") -> Cell | None:
         return self.cells.get((split, condition, key))
@@ -109,6 +110,65 @@ class Row:
         if ref is None or c is None or not math.isfinite(c.mean):
             return None
         return c.mean - ref
+
+
+@dataclass
+class Evidence:
+    """One comparison behind an expectation's verdict: a pair of rows ("above") or one row
+    against a threshold or its own clean CI. ``holds`` None = undecidable (a cell or CI missing);
+    ``margin`` = how far the numbers are on the right side of the requirement (negative: wrong
+    side), in metric units."""
+
+    holds: bool | None
+    text: str
+    margin: float | None = None
+    p_holm: float | None = None  # "above" on the significance matrix's metric and split
+
+
+@dataclass
+class ExpectationResult:
+    """A suite's ``[[expect]]`` evaluated on the report's numbers: every comparison it implies."""
+
+    index: int
+    kind: str
+    statement: str
+    evidence: list[Evidence] = field(default_factory=list)
+    note: str | None = None  # the suite's own note, shown as the suite's words
+    reason: str = ""  # why there is no evidence at all (e.g. no row of a group in the report)
+    short: str = ""  # the statement in a few words, for the end-of-run line
+
+    @property
+    def status(self) -> str:
+        """"holds" (every comparison holds), "does not hold" (one fails) or "undecided"."""
+        if any(e.holds is False for e in self.evidence):
+            return "does not hold"
+        if not self.evidence or any(e.holds is None for e in self.evidence):
+            return "undecided"
+        return "holds"
+
+    @property
+    def failing(self) -> list[Evidence]:
+        return [e for e in self.evidence if e.holds is False]
+
+    @property
+    def undecided(self) -> list[Evidence]:
+        return [e for e in self.evidence if e.holds is None]
+
+    @property
+    def verdict(self) -> str:
+        """``holds (18 pairs)``, ``DOES NOT HOLD (2 of 18 pairs fail)``, ``undecided (...)``."""
+        unit = "pairs" if self.kind == "above" else "rows"
+        n = len(self.evidence)
+        if self.status == "does not hold":
+            return f"DOES NOT HOLD ({len(self.failing)} of {n} {unit} fail)"
+        if self.status == "undecided":
+            return f"undecided ({self.reason or f'{len(self.undecided)} of {n} {unit} cannot be decided'})"
+        return f"holds ({n} {unit})"
+
+    def shown(self) -> list[Evidence]:
+        """What a report lists under the expectation: every failing and undecided comparison,
+        or, when it holds, the closest one (the comparison nearest to failing)."""
+        return self.evidence[:1] if self.status == "holds" else self.failing + self.undecided
 
 
 @dataclass
@@ -133,6 +193,7 @@ class Leaderboard:
     generated: str = ""
     versions: dict[str, str] = field(default_factory=dict)
     n_resamples: int = 0
+    expectations: list[ExpectationResult] = field(default_factory=list)  # the suite's [[expect]]
 
     def not_learned(self) -> list[Row]:
         """Learned rows whose headline is not above the prior's (see ``Row.above_prior``)."""

@@ -226,6 +226,32 @@ def robustness_table(lb: Leaderboard) -> Table | None:
                  caption="Test-time perturbations (spec §4.4 parameters) at severities 1-5.")
 
 
+def expectations_table(lb: Leaderboard) -> Table | None:
+    """The suite's [[expect]] verdicts: one line per expectation, then one line per comparison
+    that fails or cannot be decided (or, when it holds, the closest one), with its numbers."""
+    if not lb.expectations:
+        return None
+    cols = [Column("#", "", "r"), Column("expected", "the suite's [[expect]] table in words; second "
+                                         "line: the suite's own note", "l"),
+            Column("verdict", "holds = every comparison holds; DOES NOT HOLD = at least one fails; "
+                   "undecided = a number or CI is missing", "l"),
+            Column("evidence", "the comparisons that decide it: seed means with 95 % CIs, Δ, and "
+                   "for 'above' the Holm-adjusted paired-bootstrap p where the significance "
+                   "matrix covers the metric", "l")]
+    rows: list[tuple[str, list[Txt]]] = []
+    for r in lb.expectations:
+        shown = r.shown()
+        first = shown[0].text if shown else DASH
+        label = "closest: " if r.status == "holds" and shown else ""
+        rows.append(("entry", [Txt(f"[{r.index + 1}]"), Txt(r.statement, f"suite's note: {r.note}" if r.note else ""),
+                               Txt(r.verdict, strong=r.status != "holds"), Txt(label + first)]))
+        rows += [("entry", [Txt(""), Txt(""), Txt(""), Txt(e.text)]) for e in shown[1:]]
+    return Table("expectations", "Expected orderings", cols, rows,
+                 caption="The orderings the suite declares ([[expect]] in its file), decided from "
+                         "the numbers of this report: 'above' by 95 % CI separation, 'drop' and "
+                         "'at_least' by seed means, 'within_ci' by the clean CI.")
+
+
 def significance_table(lb: Leaderboard, max_rows: int = 14) -> Table | None:
     """Holm-adjusted p-values as a matrix (small suites only; the CSV always has every pair)."""
     sig = lb.significance
@@ -260,7 +286,8 @@ def p_method_text(sig) -> str:
 
 def all_tables(lb: Leaderboard) -> list[Table]:
     out = [leaderboard_table(lb)]
-    for build in (paper_table, conditions_table, robustness_table, significance_table):
+    for build in (expectations_table, paper_table, conditions_table, robustness_table,
+                  significance_table):
         t = build(lb)
         if t is not None:
             out.append(t)

@@ -101,7 +101,7 @@ _TEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "
                 "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
                 "^": r"\textasciicircum{}", "<": r"\textless{}", ">": r"\textgreater{}",
                 "±": r"$\pm$", "−": r"$-$", "—": "---", "≈": r"$\approx$", "†": r"$^\dagger$",
-                "Δ": r"$\Delta$", "α": r"$\alpha$", "≥": r"$\geq$", "≤": r"$\leq$", "²": r"$^2$"}
+                "Δ": r"$\Delta$", "→": r"$\rightarrow$", "α": r"$\alpha$", "≥": r"$\geq$", "≤": r"$\leq$", "²": r"$^2$"}
 _TEX_TABLE = str.maketrans(_TEX_SPECIAL)
 
 
@@ -181,7 +181,7 @@ def leaderboard_records(lb: Leaderboard) -> list[dict[str, Any]]:
         rec: dict[str, Any] = {
             "rank": rank if r.kind == "entry" else "", "label": r.label, "kind": r.kind,
             "baseline": r.baseline or "", "title": r.title or "", "domain": r.domain or "",
-            "adapter": r.adapter or "", "n_seeds": len(r.seeds),
+            "group": r.group or "", "adapter": r.adapter or "", "n_seeds": len(r.seeds),
             "seeds": " ".join(str(s) for s in r.seeds), "job_ids": " ".join(r.job_ids)}
         for s in lb.splits:
             for k in lb.paper_metrics + lb.strict_metrics:
