@@ -11,12 +11,14 @@ writes through the atomic store (:mod:`.store`); :mod:`.runner` only expands sui
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
+import os
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -272,10 +274,30 @@ def warm_person_features(path: str) -> str:
     return features_for(PreparedSplit.load(path), progress=False).key
 
 
+@contextlib.contextmanager
+def deterministic_kernels() -> Iterator[None]:
+    """Torch's deterministic kernels where it offers them (warning, not failing, where an op has
+    none), cuDNN without autotuning, and cuBLAS's fixed workspace; the caller's settings come back
+    after the job."""
+    import torch
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts
+    before = (torch.are_deterministic_algorithms_enabled(),
+              torch.is_deterministic_algorithms_warn_only_enabled(),
+              torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = before[2], before[3]
+
+
 def _compute(job: Job, progress: Progress | None, started: float):
     from .data.person_features import torch_threads
 
-    with torch_threads(JOB_THREADS):
+    with torch_threads(JOB_THREADS), deterministic_kernels():
         return _compute_pinned(job, progress, started)
 
 
@@ -341,6 +363,7 @@ def _compute_pinned(job: Job, progress: Progress | None, started: float):
             data_fingerprint=job.data.fingerprint, device=distributed.resolve_device(cfg.device),
             started=started, ended=ended, world_size=distributed.current().world_size,
             extra={"adapter_source": adapter_source(job.adapter), "torch_threads": JOB_THREADS,
+                   "deterministic_algorithms": True,
                    **({"person_stage": job.person_stage} if job.person_stage else {})}),
     }
     return record, predictions, ckpt

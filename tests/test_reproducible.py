@@ -60,3 +60,15 @@ def test_one_and_two_threads_give_identical_records(tmp_path):
     assert len(one) == 3 and one == two
     features = sorted((tmp_path / "cache1" / "person-features").glob("*/cand.npy"))
     assert features, "the person stage did not run"
+
+
+def test_deterministic_kernels_are_on_inside_a_job_and_restored_after():
+    import torch
+
+    from ravar_bench.jobs import deterministic_kernels
+
+    before = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
+    with deterministic_kernels():
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+    assert (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark) == before
