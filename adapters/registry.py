@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, TypeVar
 
 from ..protocol import DatasetInfo, RavarModel
-from ..registry import Registry, did_you_mean
+from ..registry import Registry
 
 ENTRY_POINT_GROUP = "ravar_bench.adapters"
 DOMAINS = ("AAL", "VTR", "VQA", "VOS", "ours", "fusion", "control", "external")
@@ -182,5 +182,5 @@ def coerce_params(params: dict[str, Any], hints: dict[str, Any]) -> dict[str, An
 
 
 __all__ = ["ADAPTERS", "DOMAINS", "ENTRY_POINT_GROUP", "AdapterError", "AdapterSpec", "coerce_params",
-           "describe_hint", "did_you_mean", "get_adapter", "list_adapters", "make_spec", "matches_hint",
+           "describe_hint", "get_adapter", "list_adapters", "make_spec", "matches_hint",
            "register_adapter"]

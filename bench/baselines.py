@@ -175,7 +175,7 @@ def load_baseline(name: str, root: Path | None = None, check_adapter: bool = Tru
     registered and that ``[params]``/``[params_tiny]`` fit its signature."""
     path = baseline_path(name, root)
     if not path.is_file():
-        from .adapters.registry import did_you_mean
+        from .registry import did_you_mean
 
         known = list_baselines(path.parent)
         raise BaselineError(f"{path}: no such baseline file{did_you_mean(path.stem, known)} (baselines in "
@@ -316,6 +316,51 @@ class Suite:
     expectations: tuple[Expectation, ...] = ()  # [[expect]]: checked by the report, not the runner
 
 
+# ================================================================================= conditions
+@dataclass(frozen=True)
+class Condition:
+    """One evaluation condition: a control plus an optional perturbation at a severity."""
+
+    control: str = "none"
+    perturbation: str | None = None
+    severity: int | None = None
+
+    @property
+    def name(self) -> str:
+        if self.perturbation is None:
+            return self.control
+        pert = f"{self.perturbation}@{self.severity}"
+        return pert if self.control == "none" else f"{self.control}+{pert}"
+
+    @classmethod
+    def parse(cls, name: str) -> "Condition":
+        control, _, pert = name.partition("+") if "+" in name else (
+            ("none", "", name) if "@" in name else (name, "", ""))
+        if not pert:
+            return cls(control)
+        pname, _, sev = pert.partition("@")
+        return cls(control, pname, int(sev))
+
+    def build(self):
+        """(Controls, FrameTransform or None) for the batch loader."""
+        from .data.batches import Controls
+        from .data.perturb import get_perturbation
+
+        perturb = get_perturbation(self.perturbation, self.severity) if self.perturbation else None
+        return Controls.parse(self.control), perturb
+
+
+def condition_grid(controls, perturbations, severities) -> list[Condition]:
+    """Every control, clean and under every perturbation x severity (controls x perturbations)."""
+    return [Condition(c) for c in controls] + [Condition(c, p, s) for c in controls
+                                               for p in perturbations for s in severities]
+
+
+def suite_conditions(suite: Suite) -> list[Condition]:
+    """The conditions every job of ``suite`` is evaluated under."""
+    return condition_grid(suite.controls, suite.perturbations, suite.severities)
+
+
 SUITE_KEYS = ("name", "title", "description", "paper_split", "data", "seeds", "scale", "controls",
               "perturbations", "severities", "splits", "bootstrap", "efficiency")
 
@@ -337,7 +382,7 @@ def load_suite(name: str, root: Path | None = None, skip_missing: bool = False,
 
     path = suite_path(name, root)
     if not path.is_file():
-        from .adapters.registry import did_you_mean
+        from .registry import did_you_mean
 
         known = list_suites(root)
         raise BaselineError(f"{path}: no such suite file{did_you_mean(path.stem, known)} "
@@ -420,8 +465,7 @@ def load_suite(name: str, root: Path | None = None, skip_missing: bool = False,
         raise BaselineError(f"{f}: none of the entries' baseline files exist ({', '.join(missing)})")
     controls = str_list("controls", CONTROLS, ("none",))
     perturbations = str_list("perturbations", PERTURBATIONS, ())
-    conditions = list(controls) + [f"{p}@{s}" if c == "none" else f"{c}+{p}@{s}"
-                                   for c in controls for p in perturbations for s in severities]
+    conditions = [c.name for c in condition_grid(controls, perturbations, severities)]
     expectations = _expectations(_get(data, "expect", (list,), f, default=[]), f, set(groups),
                                  conditions, splits, paper_split)
     return Suite(

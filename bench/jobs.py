@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from . import checkpoint, distributed, provenance
-from .baselines import Suite
+from .baselines import Condition, Suite
 from .data.specs import DataRef
 from .protocol import PROTOCOL_VERSION, canonical_json
 from .store import Store, StoreError, fault_point
@@ -39,50 +39,6 @@ Progress = Callable[[str, int, int], None]
 
 class RunError(RuntimeError):
     """A run cannot start (bad option, bad job); the message says which and why."""
-
-
-# ================================================================================= conditions
-@dataclass(frozen=True)
-class Condition:
-    """One evaluation condition: a control plus an optional perturbation at a severity."""
-
-    control: str = "none"
-    perturbation: str | None = None
-    severity: int | None = None
-
-    @property
-    def name(self) -> str:
-        if self.perturbation is None:
-            return self.control
-        pert = f"{self.perturbation}@{self.severity}"
-        return pert if self.control == "none" else f"{self.control}+{pert}"
-
-    @classmethod
-    def parse(cls, name: str) -> "Condition":
-        control, _, pert = name.partition("+") if "+" in name else (
-            ("none", "", name) if "@" in name else (name, "", ""))
-        if not pert:
-            return cls(control)
-        pname, _, sev = pert.partition("@")
-        return cls(control, pname, int(sev))
-
-    def build(self):
-        """(Controls, FrameTransform or None) for the batch loader."""
-        from .data.batches import Controls
-        from .data.perturb import get_perturbation
-
-        perturb = get_perturbation(self.perturbation, self.severity) if self.perturbation else None
-        return Controls.parse(self.control), perturb
-
-
-def suite_conditions(suite: Suite) -> list[Condition]:
-    """Every control, clean and under every perturbation x severity (controls x perturbations)."""
-    out = [Condition(c) for c in suite.controls]
-    for control in suite.controls:
-        for pert in suite.perturbations:
-            for sev in suite.severities:
-                out.append(Condition(control, pert, sev))
-    return out
 
 
 # ======================================================================================== identity

@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from . import distributed, provenance
-from .baselines import Suite
+from .baselines import Suite, suite_conditions
 from .data.specs import DataRef
 from .executors import get_executor
 from .jobs import (OVERWRITE, Job, JobOutcome, RunError, adapter_source, job_status, person_stage_identity,
-                   reads_person_stage, resolve_params, resolve_train, suite_conditions)
+                   reads_person_stage, resolve_params, resolve_train)
 from .store import Store, StoreError
 
 log = logging.getLogger(__name__)

@@ -88,7 +88,7 @@ def test_a_suite_may_name_a_registered_perturbation(tmp_path):
     """Suites validate against the registry, so a plug-in's name is a condition like fog@3."""
     from conftest import control_baseline, write_baseline_tree
     from ravar_bench.baselines import BaselineError, load_suite
-    from ravar_bench.jobs import Condition, suite_conditions
+    from ravar_bench.baselines import Condition, suite_conditions
 
     suite = ('[suite]\nname = "robust"\ntitle = "R"\nperturbations = ["invert"]\nseverities = [2]\n'
              '[[entries]]\nbaseline = "prior"\n')

@@ -13,12 +13,12 @@ import torch
 
 from conftest import control_baseline, make_random_split, write_baseline_tree, write_random_data
 from ravar_bench.adapters.registry import register_adapter
-from ravar_bench.baselines import load_suite
+from ravar_bench.baselines import Condition, load_suite, suite_conditions
 from ravar_bench.metrics import score_all
 from ravar_bench.protocol import Batch, DatasetInfo, ModelOutput, RavarModel
 from ravar_bench.data.prepared import cache_root
 from ravar_bench.data.specs import DataSpecError, resolve_data
-from ravar_bench.jobs import Condition, RunError, suite_conditions
+from ravar_bench.jobs import RunError
 from ravar_bench.runner import expand, run_suite
 from ravar_bench.store import Store, load_results
 

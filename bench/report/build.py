@@ -159,11 +159,6 @@ def build_report(results_dir: str | Path, suite_name: str | None, out_dir: str |
     return write_report(lb, out_dir, fmts)
 
 
-def learning_line(results_dir: str | Path, suite_name: str | None) -> str | None:
-    """The "did it learn?" line of a results directory (learned rows against the prior row)."""
-    return collect(results_dir, suite_name, CollectOptions(significance=False)).learning_summary()
-
-
 def summary_lines(results_dir: str | Path, suite_name: str | None) -> list[str]:
     """The lines that end a run, from one collection: "did it learn?" and, when the suite
     declares expected orderings, whether they hold. (No significance matrix: the verdicts rest

@@ -139,7 +139,8 @@ def write_demo_store(out: str | Path, data_dir: str | Path | None = None, *,
     shows). ``skip_jobs`` lists (entry, seed) pairs left without a record (to test gaps)."""
     from ravar_bench.metrics import METRICS_VERSION, cluster_bootstrap_cis, score_all
     from ravar_bench.data.specs import DataRef
-    from ravar_bench.jobs import Job, suite_conditions
+    from ravar_bench.baselines import suite_conditions
+    from ravar_bench.jobs import Job
     from ravar_bench.metrics import HEADLINE
     from ravar_bench.runner import manifest
 
